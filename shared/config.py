@@ -1,0 +1,87 @@
+"""One settings object for every service, read from NUCLEUS_* environment variables.
+
+The embedded default (a laptop, `nucleus up`) and production (docker-compose) differ only here:
+unset, everything lives under `data_dir` (SQLite, a local-folder object store, a file-system
+broker); production sets NUCLEUS_DATABASE_URL, NUCLEUS_BROKER_URL and NUCLEUS_S3_ENDPOINT.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUCLEUS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./nucleus-data"), description="Where the embedded default keeps everything")
+
+    database_url: str | None = None  # default: sqlite:///<data_dir>/nucleus.db
+    broker_url: str | None = None  # default: a file-system broker under <data_dir>/broker
+
+    # Object storage: S3/MinIO when an endpoint is set, else a local folder under data_dir.
+    s3_endpoint: str | None = None  # host:port, as the minio SDK wants it
+    s3_access_key: str = "minioadmin"
+    s3_secret_key: str = "minioadmin"
+    s3_bucket: str = "nucleus"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    # Intake limits
+    max_upload_bytes: int = 1 << 30
+    max_pixels: int = 250_000_000
+
+    # Delivery: a job sitting in queued/running past its lease is re-enqueued by the sweeper.
+    job_lease_seconds: int = 300
+    sweep_interval_seconds: float = 10.0
+    task_max_retries: int = 5
+
+    # Inference
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    torch_threads: int = 0  # 0: cores / worker processes
+    worker_processes: int = 1
+    tile_size: int = 1024
+    weights_path: Path | None = None  # default: the shipped weights inside the package
+
+    # Training service
+    training_steps_per_epoch: int = 50
+    training_crop: int = 224
+    training_batch: int = 8
+    promotion_tolerance: float = 0.02  # allowed drop in validation DSB score
+    auto_train_after_labels: int = 0  # 0: never start training automatically
+
+    secret_key: str | None = None  # Flask sessions; generated and kept in data_dir when unset
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'nucleus.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def objects_folder(self) -> Path:
+        return (self.data_dir / "objects").resolve()
+
+    @property
+    def embedded(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reload_settings() -> Settings:
+    get_settings.cache_clear()
+    return get_settings()

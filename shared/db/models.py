@@ -1,0 +1,188 @@
+"""The SQL schema. The job table is the truth about every image's fate; the broker only delivers.
+
+Changes go through an Alembic migration in migrations/versions (nothing calls create_all).
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, Boolean, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+TrainingStatus = JobStatus
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    project: Mapped[Project] = relationship()
+
+
+class Image(Base):
+    """One uploaded image in one experiment. The same bytes in the same experiment are one row."""
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("experiment_id", "sha256", name="uq_image_experiment_sha256"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    object_key: Mapped[str] = mapped_column(String(300))  # uploads/<sha256>: same bytes stored once
+    filename: Mapped[str] = mapped_column(String(500))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    condition: Mapped[str | None] = mapped_column(String(200), index=True)
+    well: Mapped[str | None] = mapped_column(String(20), index=True)
+    plate: Mapped[str | None] = mapped_column(String(200))
+    site: Mapped[str | None] = mapped_column(String(20))
+    channel: Mapped[int | None] = mapped_column(Integer)
+    pixel_size_um: Mapped[float | None] = mapped_column(Float)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    experiment: Mapped[Experiment] = relationship()
+    job: Mapped["Job"] = relationship(back_populates="image", uselist=False)
+
+
+class Job(Base):
+    """Segmenting one image. Exactly one per image; redeliveries and retries reuse it."""
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), unique=True)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), index=True,
+                                              default=JobStatus.queued)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    enqueued: Mapped[int] = mapped_column(Integer, default=0)  # messages sent for it (sweeper included)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    image: Mapped[Image] = relationship(back_populates="job")
+    result: Mapped["Result"] = relationship(back_populates="job", uselist=False)
+
+
+class Result(Base):
+    """What a job produced. Keyed by its job: a second delivery cannot write a second result."""
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), unique=True)
+    model_version: Mapped[str] = mapped_column(String(100), index=True)
+    count: Mapped[int] = mapped_column(Integer)
+    area_mean: Mapped[float | None] = mapped_column(Float)
+    area_median: Mapped[float | None] = mapped_column(Float)
+    area_min: Mapped[float | None] = mapped_column(Float)
+    area_max: Mapped[float | None] = mapped_column(Float)
+    labels_key: Mapped[str] = mapped_column(String(300))
+    overlay_key: Mapped[str] = mapped_column(String(300))
+    nuclei_csv_key: Mapped[str] = mapped_column(String(300))
+    seconds_model: Mapped[float | None] = mapped_column(Float)
+    seconds_total: Mapped[float | None] = mapped_column(Float)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    job: Mapped[Job] = relationship(back_populates="result")
+    nuclei: Mapped[list["Nucleus"]] = relationship(back_populates="result", cascade="all, delete-orphan")
+
+
+class Nucleus(Base):
+    __tablename__ = "nuclei"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    label: Mapped[int] = mapped_column(Integer)
+    area: Mapped[float] = mapped_column(Float)
+    perimeter: Mapped[float] = mapped_column(Float)
+    centroid_x: Mapped[float] = mapped_column(Float)
+    centroid_y: Mapped[float] = mapped_column(Float)
+    equivalent_diameter: Mapped[float] = mapped_column(Float)
+    eccentricity: Mapped[float] = mapped_column(Float)
+    solidity: Mapped[float] = mapped_column(Float)
+    mean_intensity: Mapped[float] = mapped_column(Float)
+    integrated_intensity: Mapped[float] = mapped_column(Float)
+    result: Mapped[Result] = relationship(back_populates="nuclei")
+
+
+class Token(Base):
+    """An API token. Only its SHA-256 is stored; the token itself is shown once."""
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # viewer | uploader | admin
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"))  # None: every project
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    project: Mapped[Project | None] = relationship()
+
+
+class Label(Base):
+    """A scientist's label image for an uploaded image: training data for the next model."""
+    __tablename__ = "labels"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    object_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    """A published set of weights. Exactly one row is active; workers follow it."""
+    __tablename__ = "model_versions"
+    version: Mapped[str] = mapped_column(String(100), primary_key=True)
+    parent: Mapped[str | None] = mapped_column(String(100))
+    object_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    training_summary: Mapped[dict] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
+    epochs: Mapped[int] = mapped_column(Integer, default=1)
+    force_promote: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    version: Mapped[str | None] = mapped_column(String(100))
+    promoted: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,109 @@
+"""Load weights once, segment many images: the one inference path for worker, CLI and trainer."""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.model.preprocess import normalize
+from shared.model.unet import UNet
+from shared.postprocess import PostprocessSettings, connected_components, instances
+
+CHECKPOINT_FORMAT = "nucleus-unet/1"
+SHIPPED_WEIGHTS = "nucleus-dsb2018.pt"
+
+
+def shipped_weights_path() -> Path:
+    return Path(str(resources.files("shared.weights").joinpath(SHIPPED_WEIGHTS)))
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name and name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Prediction:
+    foreground: np.ndarray
+    boundary: np.ndarray
+    distance: np.ndarray
+
+
+def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict | None = None,
+                    postprocess: PostprocessSettings = PostprocessSettings()) -> None:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"format": CHECKPOINT_FORMAT, "name": name, "config": model.config, "state_dict": state,
+                "postprocess": asdict(postprocess), "extra": extra or {}}, path)
+
+
+def version_of(raw: bytes, name: str) -> str:
+    return f"{name}-{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
+class Segmenter:
+    """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
+
+    def __init__(self, weights: Path | str | bytes | None = None, device: str | None = None,
+                 tile: int = 1024, overlap: int = 64):
+        raw = weights if isinstance(weights, bytes) else Path(weights or shipped_weights_path()).read_bytes()
+        checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        if checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a nucleus weights file")
+        self.device = pick_device(device)
+        self.model = UNet(**checkpoint["config"])
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.eval().to(self.device, memory_format=torch.channels_last)
+        self.postprocess = PostprocessSettings(**checkpoint.get("postprocess", {}))
+        self.version = version_of(raw, checkpoint.get("name", "model"))
+        self.extra = checkpoint.get("extra", {})
+        self.tile, self.overlap = tile, overlap
+
+    @classmethod
+    def from_model(cls, model: UNet, name: str = "training") -> "Segmenter":
+        buffer = io.BytesIO()
+        save_checkpoint(buffer, model, name)
+        return cls(buffer.getvalue(), device=str(next(model.parameters()).device))
+
+    def predict(self, image: np.ndarray) -> Prediction:
+        x = torch.from_numpy(normalize(image))
+        _, height, width = x.shape
+        out = np.zeros((3, height, width), dtype=np.float32)
+        step = self.tile - 2 * self.overlap
+        for top in range(0, height, step):
+            for left in range(0, width, step):
+                # read a window with `overlap` context on each side, keep only its centre
+                t0, l0 = max(0, top - self.overlap), max(0, left - self.overlap)
+                t1 = min(height, top + step + self.overlap)
+                l1 = min(width, left + step + self.overlap)
+                probs = self._forward(x[:, t0:t1, l0:l1])
+                bottom, right = min(height, top + step), min(width, left + step)
+                out[:, top:bottom, left:right] = probs[:, top - t0:bottom - t0, left - l0:right - l0]
+        return Prediction(*out)
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        _, h, w = x.shape
+        stride = self.model.stride
+        ph, pw = (-h) % stride, (-w) % stride
+        batch = x[None]
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        logits = self.model(batch)[0, :, :h, :w]
+        return torch.sigmoid(logits).float().cpu().numpy()
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        p = self.predict(image)
+        return instances(p.foreground, p.boundary, p.distance, self.postprocess)
+
+    def segment_connected_components(self, image: np.ndarray) -> np.ndarray:
+        p = self.predict(image)
+        return connected_components(p.foreground, self.postprocess.foreground_threshold, self.postprocess.min_size)

@@ -1,0 +1,272 @@
+"""Training the U-Net: data in memory, microscopy augmentation, checkpoints that resume.
+
+`nucleus train` and the trainer service both call `train()`; the same code runs on CPU and GPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.datasets import LabelledImage
+from shared.model.preprocess import normalize
+from shared.model.segmenter import Segmenter, pick_device, save_checkpoint
+from shared.model.targets import instance_targets
+from shared.model.unet import UNet
+
+log = logging.getLogger(__name__)
+
+# Few stained images exist; sample them more often than their share so the model learns them.
+KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 3.0}
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch: int = 8
+    crop: int = 224
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    base: int = 16
+    depth: int = 4
+    scale_range: tuple[float, float] = (0.6, 1.7)
+    checkpoint_every: int = 250
+    eval_every: int = 1000
+    eval_images: int = 0  # 0 = the whole validation set
+    seed: int = 0
+    threads: int = 0  # 0 = torch's default
+    device: str = "auto"
+    name: str = "nucleus-dsb2018"
+
+
+@dataclass
+class Sample:
+    image: np.ndarray    # 3xHxW float16, normalised
+    targets: np.ndarray  # 3xHxW float16
+    kind: str
+
+
+def prepare(items: Iterable[LabelledImage]) -> list[Sample]:
+    return [Sample(normalize(it.image).astype(np.float16), instance_targets(it.labels).astype(np.float16), it.kind)
+            for it in items]
+
+
+def _random_crop(sample: Sample, size: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    _, h, w = sample.image.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    image, targets = sample.image, sample.targets
+    if ph or pw:
+        pad = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        image, targets = np.pad(image, pad, mode="reflect"), np.pad(targets, pad, mode="reflect")
+        h, w = image.shape[1:]
+    top, left = rng.randint(0, h - size), rng.randint(0, w - size)
+    return image[:, top:top + size, left:left + size], targets[:, top:top + size, left:left + size]
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(2.5 * sigma)))
+    k = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-(k**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[0]
+    x = F.conv2d(F.pad(x[None], (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    return x[0]
+
+
+def augment(sample: Sample, cfg: TrainConfig, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training crop: scale, flips, 90° turns, intensity, contrast, blur, noise, inversion, colour."""
+    scale = math.exp(rng.uniform(math.log(cfg.scale_range[0]), math.log(cfg.scale_range[1])))
+    source = max(16, int(round(cfg.crop / scale)))
+    image, targets = _random_crop(sample, source, rng)
+    x = torch.from_numpy(image.astype(np.float32))
+    y = torch.from_numpy(targets.astype(np.float32))
+    if source != cfg.crop:
+        x = F.interpolate(x[None], size=(cfg.crop, cfg.crop), mode="bilinear", align_corners=False)[0]
+        y = F.interpolate(y[None], size=(cfg.crop, cfg.crop), mode="bilinear", align_corners=False)[0]
+        y[0] = (y[0] > 0.5).float()
+        y[1] = (y[1] > (0.5 if scale > 1 else 0.3)).float() * y[0]
+        y[2] = y[2] * y[0]
+    k = rng.randint(0, 3)
+    if k:
+        x, y = torch.rot90(x, k, (1, 2)), torch.rot90(y, k, (1, 2))
+    if rng.random() < 0.5:
+        x, y = x.flip(2), y.flip(2)
+    # intensity
+    if rng.random() < 0.3:
+        x = x[torch.randperm(3, generator=torch.Generator().manual_seed(rng.randint(0, 2**31)))]
+    if rng.random() < 0.2:
+        x = x.mean(0, keepdim=True).expand(3, -1, -1).clone()
+    if rng.random() < 0.25:
+        x = 1.0 - x
+    x = x.clamp(-0.5, 2.0)
+    if rng.random() < 0.5:
+        gamma = math.exp(rng.uniform(math.log(0.6), math.log(1.6)))
+        x = x.clamp(min=0) ** gamma
+    x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.15, 0.15)
+    if rng.random() < 0.2:
+        x = _gaussian_blur(x, rng.uniform(0.5, 1.5))
+    if rng.random() < 0.3:
+        x = x + torch.randn_like(x) * rng.uniform(0.0, 0.08)
+    return x, y
+
+
+def batches(samples: list[Sample], cfg: TrainConfig, rng: random.Random):
+    weights = [KIND_WEIGHTS.get(s.kind, 1.0) for s in samples]
+    while True:
+        chosen = rng.choices(samples, weights=weights, k=cfg.batch)
+        pairs = [augment(s, cfg, rng) for s in chosen]
+        yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    fg, bd, dist = target[:, 0], target[:, 1], target[:, 2]
+    fg_logit = logits[:, 0]
+    bce_fg = F.binary_cross_entropy_with_logits(fg_logit, fg)
+    p = torch.sigmoid(fg_logit)
+    dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
+    bce_bd = F.binary_cross_entropy_with_logits(logits[:, 1], bd, pos_weight=torch.tensor(3.0, device=logits.device))
+    bce_dist = F.binary_cross_entropy_with_logits(logits[:, 2], dist)
+    return bce_fg + dice + bce_bd + 2 * bce_dist
+
+
+def evaluate_model(model: UNet, items: list[LabelledImage]) -> dict:
+    from shared.metrics import score_image, summarize
+
+    was_training = model.training
+    segmenter = Segmenter.from_model(model)
+    scores = [score_image(it.name, it.kind, it.labels, segmenter.segment(it.image)) for it in items]
+    model.train(was_training)
+    return summarize(scores)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    warmup = min(500, cfg.steps // 20)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(train_items: list[LabelledImage], val_items: list[LabelledImage], out: Path, cfg: TrainConfig,
+          init_weights: Path | bytes | None = None, progress: Callable[[int, int, dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train (or resume, if `out/last.pt` exists) and return the final state as a dict.
+
+    `out/` receives last.pt (resume point), best.pt (best validation DSB score so far), model.pt
+    (the final weights), history.json and curves.png.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = UNet(base=cfg.base, depth=cfg.depth)
+    state = TrainState()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    resume = out / "last.pt"
+    if resume.exists():
+        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["state_dict"])
+        if "optimizer" in ckpt:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState(**ckpt["extra"]["train_state"])
+        log.info("resuming at step %d", state.step)
+    elif init_weights is not None:
+        import io
+        raw = init_weights if isinstance(init_weights, bytes) else Path(init_weights).read_bytes()
+        model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)["state_dict"])
+    model.to(device, memory_format=torch.channels_last).train()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            st = optimizer.state.get(p)
+            if st:
+                for k, v in st.items():
+                    if torch.is_tensor(v) and k != "step":
+                        st[k] = v.to(device)
+
+    samples = prepare(train_items)
+    rng = random.Random(cfg.seed * 100003 + state.step)
+    stream = batches(samples, cfg, rng)
+    running, started = [], time.time()
+
+    def checkpoint(path: Path, with_optimizer: bool):
+        extra = {"train_state": asdict(state), "config": asdict(cfg)}
+        save_checkpoint(path, model, cfg.name, extra=extra)
+        if with_optimizer:
+            ckpt = torch.load(path, weights_only=False)
+            ckpt["optimizer"] = optimizer.state_dict()
+            torch.save(ckpt, path)
+
+    while state.step < cfg.steps:
+        if should_stop and should_stop():
+            break
+        x, y = next(stream)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(state.step, cfg)
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state.step += 1
+        running.append(loss.item())
+        record = None
+        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
+            subset = val_items if not cfg.eval_images else val_items[: cfg.eval_images]
+            metrics = evaluate_model(model, subset) if subset else {}
+            record = {"step": state.step, "loss": float(np.mean(running[-cfg.eval_every:])),
+                      "lr": _lr_at(state.step, cfg), "seconds": round(time.time() - started, 1), **metrics}
+            state.history.append(record)
+            log.info("eval %s", json.dumps(record))
+            if metrics and (state.best is None or metrics["dsb_score"] > state.best.get("dsb_score", -1)):
+                state.best = record
+                checkpoint(out / "best.pt", with_optimizer=False)
+            (out / "history.json").write_text(json.dumps(state.history, indent=1))
+            plot_curves(state.history, out / "curves.png")
+        if state.step % cfg.checkpoint_every == 0 or record:
+            checkpoint(out / "last.pt", with_optimizer=True)
+        if progress:
+            progress(state.step, cfg.steps, {"loss": float(np.mean(running[-50:]))})
+    checkpoint(out / "model.pt", with_optimizer=False)
+    checkpoint(out / "last.pt", with_optimizer=True)
+    return asdict(state)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(steps, [h["loss"] for h in history], marker="o")
+    ax1.set_xlabel("step"), ax1.set_ylabel("training loss"), ax1.set_yscale("log")
+    for key, label in (("pixel_iou", "pixel IoU"), ("ap50", "AP@0.5"), ("dsb_score", "DSB score")):
+        if key in history[0]:
+            ax2.plot(steps, [h[key] for h in history], marker="o", label=label)
+    ax2.set_xlabel("step"), ax2.set_ylabel("validation"), ax2.set_ylim(0, 1), ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
