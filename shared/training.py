@@ -31,7 +31,7 @@ KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "bri
 
 @dataclass
 class TrainConfig:
-    steps: int = 20000
+    steps: int = 8000
     batch: int = 8
     crop: int = 224
     lr: float = 2e-3
@@ -39,8 +39,8 @@ class TrainConfig:
     base: int = 16
     depth: int = 4
     scale_range: tuple[float, float] = (0.6, 1.7)
-    checkpoint_every: int = 250
-    eval_every: int = 1000
+    checkpoint_every: int = 100
+    eval_every: int = 500
     eval_images: int = 0  # 0 = the whole validation set
     seed: int = 0
     threads: int = 0  # 0 = torch's default

@@ -43,6 +43,16 @@ def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict
                 "postprocess": asdict(postprocess), "extra": extra or {}}, path)
 
 
+def export_weights(checkpoint: Path, target: Path) -> None:
+    """Write a checkpoint's weights in the compact shipped form: half precision, no optimiser state."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    extra = {k: v for k, v in ckpt.get("extra", {}).items() if k != "train_state"}
+    extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", [])
+    torch.save({"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
+                "postprocess": ckpt.get("postprocess", {}), "extra": extra}, target)
+
+
 def version_of(raw: bytes, name: str) -> str:
     return f"{name}-{hashlib.sha256(raw).hexdigest()[:8]}"
 

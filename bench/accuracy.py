@@ -1,0 +1,99 @@
+"""Accuracy on the fixed DSB2018 validation split: the shipped model, the same model with plain
+connected components instead of instance separation, and the classical threshold+watershed baseline.
+
+    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from shared.datasets import default_dsb_dir, iter_labelled, validation_names
+from shared.evaluation import evaluate, format_table
+from shared.model.segmenter import Segmenter
+from shared.postprocess import classical
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write all numbers here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    names = validation_names()[: args.limit or None]
+    items = list(iter_labelled(args.data or default_dsb_dir(), names))
+    segmenter = Segmenter(args.weights)
+    segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
+    methods = {
+        f"U-Net + seeded watershed ({segmenter.version})": segmenter.segment,
+        "U-Net + connected components": segmenter.segment_connected_components,
+        "classical threshold + watershed": classical,
+    }
+    results = {}
+    for title, fn in methods.items():
+        bar = tqdm(total=len(items), desc=title[:40], file=sys.stderr)
+        _, summary = evaluate(fn, items, progress=lambda _: bar.update())
+        bar.close()
+        results[title] = summary
+    print(f"DSB2018 stage-1 validation split: {len(items)} images "
+          f"({', '.join(f'{k} {v['images']}' for k, v in next(iter(results.values())).items() if k != 'all')}), "
+          f"torch threads {torch.get_num_threads()}")
+    print(format_table({title: r["all"] for title, r in results.items()}, "method"))
+    print()
+    print("per image type, shipped model:")
+    first = next(iter(results.values()))
+    print(format_table({k: v for k, v in first.items() if k != "all"}, "image type"))
+    print()
+    print(speed_table(segmenter))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+    return 0
+
+
+def speed_table(segmenter: Segmenter, repeats: int = 5) -> str:
+    """Seconds per image for the whole segment() call (network + post-processing), by image size."""
+    import numpy as np
+
+    from shared.datasets import load
+
+    root = default_dsb_dir()
+    wanted = {(256, 256): None, (1024, 1024): None}
+    import csv
+
+    with open(root / "index.csv") as fh:
+        for row in csv.DictReader(fh):
+            key = (int(row["width"]), int(row["height"]))
+            if key in wanted and wanted[key] is None:
+                wanted[key] = row["image_id"]
+    lines = ["seconds per image (segment(): normalisation, network, post-processing), median of "
+             f"{repeats}:"]
+    for (w, h), name in wanted.items():
+        if name is None:
+            continue
+        image = load(root, name).image
+        segmenter.segment(image)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segmenter.segment(image)
+            times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        segmenter.predict(image)
+        net = time.perf_counter() - start
+        lines.append(f"  {w}x{h}: {np.median(times):.3f} s (network alone ~{net:.3f} s)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

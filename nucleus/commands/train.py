@@ -1,0 +1,79 @@
+"""`nucleus train`: train the segmentation model on a labelled set, resumably."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from shared.training import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+@click.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Labelled set (default: ../shared/data/dsb2018-stage1-train; its fixed validation split is held out).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/dsb2018"), show_default=True,
+              help="Run folder: last.pt (resume point), best.pt, model.pt, history.json, curves.png, train.log.")
+@click.option("--steps", type=int, default=DEFAULTS.steps, show_default=True)
+@click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True)
+@click.option("--crop", type=int, default=DEFAULTS.crop, show_default=True)
+@click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True)
+@click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
+@click.option("--eval-every", type=int, default=DEFAULTS.eval_every, show_default=True)
+@click.option("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, show_default=True)
+@click.option("--eval-images", type=int, default=0, help="Validate on only the first N validation images (0: all).")
+@click.option("--limit", type=int, default=0, help="Train on only the first N training images (for smoke runs).")
+@click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Start from these weights (fine-tuning) instead of random initialisation.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the final weights here in the compact shipped format (half precision).")
+def train(data, out, steps, batch, crop, lr, base, eval_every, checkpoint_every, eval_images, limit, init_weights,
+          device, seed, export):
+    """Train; rerun the same command to resume from OUT/last.pt."""
+    from tqdm import tqdm
+
+    from shared.datasets import default_dsb_dir, iter_labelled, list_names, validation_names
+    from shared.model.segmenter import export_weights
+    from shared.training import train as run
+
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+
+    root = data or default_dsb_dir()
+    available = list_names(root)
+    held_out = set(validation_names())
+    names = [n for n in available if n not in held_out][: limit or None]
+    val_names = [n for n in validation_names() if n in set(available)][: eval_images or None]
+    click.echo(f"loading {len(names)} training and {len(val_names)} validation images from {root}", err=True)
+    train_items = list(iter_labelled(root, names))
+    val_items = list(iter_labelled(root, val_names))
+    cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, base=base, eval_every=eval_every,
+                      checkpoint_every=checkpoint_every, device=device, seed=seed)
+    bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
+
+    def progress(step, total, info):
+        bar.set_postfix(loss=f"{info['loss']:.3f}", refresh=False)
+        bar.update(step - bar.n)
+        if step % 50 == 0:
+            logging.info("step %d/%d loss %.4f", step, total, info["loss"])
+
+    state = run(train_items, val_items, out, cfg, init_weights=init_weights, progress=progress)
+    bar.close()
+    if state["history"]:
+        last = state["history"][-1]
+        click.echo(f"step {last['step']}: " + ", ".join(f"{k}={v:.3f}" for k, v in last.items()
+                                                      if isinstance(v, float) and k not in ("lr", "seconds")), err=True)
+    if export:
+        export_weights(out / "model.pt", export)
+        click.echo(f"weights written to {export}", err=True)
+    click.echo(str(out / "model.pt"))
+

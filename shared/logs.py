@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line on stderr, for every service.
+
+Fields: `ts`, `level`, `service`, `logger`, `msg`, plus any `extra=` given to the log call and the
+job id bound with `bind_job(...)`, so every line a worker writes about a job carries its `job_id`.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+_current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("nucleus_job_id", default=None)
+_service = "nucleus"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": _service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        job_id = _current_job.get()
+        if job_id is not None:
+            entry["job_id"] = job_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        job_id = _current_job.get()
+        prefix = f"[{_service}{' job=' + job_id if job_id else ''}] "
+        return prefix + super().format(record)
+
+
+def configure_logging(service: str, level: str | None = None, json_lines: bool | None = None) -> None:
+    """Route the root logger (and so every library's) to stderr in the chosen format. Idempotent."""
+    global _service
+    from shared.config import get_settings
+
+    settings = get_settings()
+    _service = service
+    handler = logging.StreamHandler(sys.stderr)
+    use_json = settings.log_json if json_lines is None else json_lines
+    handler.setFormatter(JsonFormatter() if use_json else PlainFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel((level or settings.log_level).upper())
+
+
+@contextmanager
+def bind_job(job_id: str | None) -> Iterator[None]:
+    """Every log line written inside this block carries `job_id`."""
+    token = _current_job.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
