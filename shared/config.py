@@ -45,10 +45,15 @@ class Settings(BaseSettings):
     tile_size: int = 1024
     weights_path: Path | None = None  # default: the shipped weights inside the package
 
-    # Training service
+    # Training service: fine-tunes the active model on base data + user labels.
     training_steps_per_epoch: int = 50
     training_crop: int = 224
     training_batch: int = 8
+    training_lr: float = 5e-4
+    training_base_dir: Path | None = None  # labelled base set; default: ../shared/data/dsb2018-stage1-train if present
+    training_base_limit: int = 0  # 0: every base image
+    training_validation_limit: int = 0  # 0: the whole fixed validation split
+    training_user_share: float = 0.5  # share of training samples drawn from user labels
     promotion_tolerance: float = 0.02  # allowed drop in validation DSB score
     auto_train_after_labels: int = 0  # 0: never start training automatically
 

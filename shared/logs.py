@@ -16,6 +16,9 @@ from typing import Iterator
 _current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("nucleus_job_id", default=None)
 _service = "nucleus"
 
+# kombu warns on every file-system broker connection that it has no hostname (there is none to have)
+QUIET_LOGGERS = ("kombu.connection",)
+
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -62,6 +65,8 @@ def configure_logging(service: str, level: str | None = None, json_lines: bool |
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel((level or settings.log_level).upper())
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 @contextmanager

@@ -27,6 +27,13 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return out.astype(np.uint32, copy=False)
 
 
+def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_size
+    small[0] = False
+    return np.where(small[labels], 0, labels)
+
+
 def instances(foreground: np.ndarray, boundary: np.ndarray, distance: np.ndarray,
               settings: PostprocessSettings = PostprocessSettings()) -> np.ndarray:
     """Probability maps (HxW, 0..1) → uint32 label image, 0 = background."""
@@ -39,13 +46,12 @@ def instances(foreground: np.ndarray, boundary: np.ndarray, distance: np.ndarray
     orphans, n_orphans = ndi.label(mask & (labels == 0))
     if n_orphans:
         labels = np.where(orphans > 0, orphans + n_seeds, labels)
-    labels = morphology.remove_small_objects(labels, max_size=settings.min_size - 1)
-    return _relabel(labels)
+    return _relabel(_drop_small(labels, settings.min_size))
 
 
 def connected_components(foreground: np.ndarray, threshold: float = 0.5, min_size: int = 10) -> np.ndarray:
     labels = measure.label(foreground > threshold)
-    return _relabel(morphology.remove_small_objects(labels, max_size=min_size - 1))
+    return _relabel(_drop_small(labels, min_size))
 
 
 def classical(image: np.ndarray, min_size: int = 10) -> np.ndarray:
@@ -64,4 +70,4 @@ def classical(image: np.ndarray, min_size: int = 10) -> np.ndarray:
     peaks = morphology.h_maxima(smooth, 1.0)
     seeds, _ = ndi.label(peaks & mask)
     labels = segmentation.watershed(-smooth, seeds, mask=mask)
-    return _relabel(morphology.remove_small_objects(labels, max_size=min_size - 1))
+    return _relabel(_drop_small(labels, min_size))

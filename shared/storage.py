@@ -78,7 +78,7 @@ class S3Store:
         from minio import Minio
 
         # Short timeouts and no SDK-level retry storm: callers decide how to retry.
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=3, read=20),
+        http = urllib3.PoolManager(maxsize=16, timeout=urllib3.Timeout(connect=3, read=20),
                                    retries=urllib3.Retry(total=1, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]))
         self.client = Minio(settings.s3_endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
                             secure=settings.s3_secure, region=settings.s3_region, http_client=http)

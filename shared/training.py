@@ -26,6 +26,8 @@ from shared.model.unet import UNet
 log = logging.getLogger(__name__)
 
 # Few stained images exist; sample them more often than their share so the model learns them.
+REWARM_STEPS = 100
+
 KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 3.0}
 
 
@@ -53,11 +55,12 @@ class Sample:
     image: np.ndarray    # 3xHxW float16, normalised
     targets: np.ndarray  # 3xHxW float16
     kind: str
+    weight: float = 1.0  # relative sampling weight on top of the per-kind weight
 
 
-def prepare(items: Iterable[LabelledImage]) -> list[Sample]:
-    return [Sample(normalize(it.image).astype(np.float16), instance_targets(it.labels).astype(np.float16), it.kind)
-            for it in items]
+def prepare(items: Iterable[LabelledImage], weight: float = 1.0) -> list[Sample]:
+    return [Sample(normalize(it.image).astype(np.float16), instance_targets(it.labels).astype(np.float16), it.kind,
+                   weight) for it in items]
 
 
 def _random_crop(sample: Sample, size: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +124,7 @@ def augment(sample: Sample, cfg: TrainConfig, rng: random.Random) -> tuple[torch
 
 
 def batches(samples: list[Sample], cfg: TrainConfig, rng: random.Random):
-    weights = [KIND_WEIGHTS.get(s.kind, 1.0) for s in samples]
+    weights = [KIND_WEIGHTS.get(s.kind, 1.0) * s.weight for s in samples]
     while True:
         chosen = rng.choices(samples, weights=weights, k=cfg.batch)
         pairs = [augment(s, cfg, rng) for s in chosen]
@@ -164,10 +167,12 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(train_items: list[LabelledImage], val_items: list[LabelledImage], out: Path, cfg: TrainConfig,
+def train(train_items: list[LabelledImage] | list[Sample], val_items: list[LabelledImage], out: Path, cfg: TrainConfig,
           init_weights: Path | bytes | None = None, progress: Callable[[int, int, dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> dict:
     """Train (or resume, if `out/last.pt` exists) and return the final state as a dict.
+
+    `train_items` are labelled images, or Samples already prepared (to give some a larger sampling weight).
 
     `out/` receives last.pt (resume point), best.pt (best validation DSB score so far), model.pt
     (the final weights), history.json and curves.png.
@@ -181,13 +186,16 @@ def train(train_items: list[LabelledImage], val_items: list[LabelledImage], out:
     state = TrainState()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     resume = out / "last.pt"
+    rewarm_from = None
     if resume.exists():
         ckpt = torch.load(resume, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
         if "optimizer" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
+        else:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up again
+            rewarm_from = ckpt["extra"]["train_state"]["step"]
         state = TrainState(**ckpt["extra"]["train_state"])
-        log.info("resuming at step %d", state.step)
+        log.info("resuming at step %d%s", state.step, "" if rewarm_from is None else " (weights only)")
     elif init_weights is not None:
         import io
         raw = init_weights if isinstance(init_weights, bytes) else Path(init_weights).read_bytes()
@@ -201,7 +209,7 @@ def train(train_items: list[LabelledImage], val_items: list[LabelledImage], out:
                     if torch.is_tensor(v) and k != "step":
                         st[k] = v.to(device)
 
-    samples = prepare(train_items)
+    samples = [it if isinstance(it, Sample) else prepare([it])[0] for it in train_items]
     rng = random.Random(cfg.seed * 100003 + state.step)
     stream = batches(samples, cfg, rng)
     running, started = [], time.time()
@@ -220,8 +228,11 @@ def train(train_items: list[LabelledImage], val_items: list[LabelledImage], out:
         x, y = next(stream)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
+        lr = _lr_at(state.step, cfg)
+        if rewarm_from is not None and state.step - rewarm_from < REWARM_STEPS:
+            lr *= (state.step - rewarm_from + 1) / REWARM_STEPS
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(state.step, cfg)
+            group["lr"] = lr
         loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -270,3 +281,12 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def compact_checkpoint(source: Path, target: Path) -> None:
+    """A small resume point to commit: half-precision weights and the training state, no optimiser moments.
+    `train()` resumes from it (with a short learning-rate re-warm-up) when it is placed at OUT/last.pt."""
+    ckpt = torch.load(source, map_location="cpu", weights_only=False)
+    ckpt.pop("optimizer", None)
+    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, target)

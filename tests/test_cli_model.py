@@ -13,6 +13,13 @@ import tifffile
 NUCLEUS = [sys.executable, "-m", "nucleus.cli"]
 
 
+@pytest.fixture
+def dsb_dir():
+    from shared.datasets import default_dsb_dir
+
+    return default_dsb_dir()
+
+
 def run(*args, cwd=None, check=True):
     proc = subprocess.run([*NUCLEUS, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
     if check and proc.returncode != 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -31,18 +32,24 @@ DEFAULTS = TrainConfig()
               help="Start from these weights (fine-tuning) instead of random initialisation.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
+@click.option("--resume-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A compact resume point (see --save-compact) to continue from when OUT has none.")
+@click.option("--save-compact", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
 def train(data, out, steps, batch, crop, lr, base, eval_every, checkpoint_every, eval_images, limit, init_weights,
-          device, seed, export):
+          device, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
     from shared.datasets import default_dsb_dir, iter_labelled, list_names, validation_names
     from shared.model.segmenter import export_weights
-    from shared.training import train as run
+    from shared.training import compact_checkpoint, train as run
 
     out.mkdir(parents=True, exist_ok=True)
+    if resume_from and not (out / "last.pt").exists():
+        shutil.copy(resume_from, out / "last.pt")
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -72,6 +79,8 @@ def train(data, out, steps, batch, crop, lr, base, eval_every, checkpoint_every,
         last = state["history"][-1]
         click.echo(f"step {last['step']}: " + ", ".join(f"{k}={v:.3f}" for k, v in last.items()
                                                       if isinstance(v, float) and k not in ("lr", "seconds")), err=True)
+    if save_compact:
+        compact_checkpoint(out / "last.pt", save_compact)
     if export:
         export_weights(out / "model.pt", export)
         click.echo(f"weights written to {export}", err=True)

@@ -1,0 +1,43 @@
+"""The API service: the JSON API under /api/v1, the web pages, and /healthz.
+
+`create_app()` builds it from settings; `services.api.wsgi:app` is what gunicorn runs. The API never
+loads a model: it validates, stores, records and enqueues, and reads results back.
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from shared.config import Settings, get_settings
+from shared.storage import make_store
+
+# A request may carry several files, each up to settings.max_upload_bytes (checked per file); this
+# bounds the request as a whole.
+MAX_FILES_SIZE_FACTOR = 8
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from services.api.database import init_database
+    from services.api.errors import register_error_handlers
+    from services.api.health import health
+    from services.api.rest import api
+    from services.api.secret import load_secret_key
+    from services.api.web import web
+
+    settings = settings or get_settings()
+    app = Flask(__name__)
+    app.config.update(
+        NUCLEUS_SETTINGS=settings,
+        SECRET_KEY=load_secret_key(settings),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes * MAX_FILES_SIZE_FACTOR,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["nucleus_store"] = make_store(settings)
+    init_database(app)
+    register_error_handlers(app)
+    app.register_blueprint(health)
+    app.register_blueprint(api)
+    app.register_blueprint(web)
+    return app

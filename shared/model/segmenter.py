@@ -57,6 +57,12 @@ def version_of(raw: bytes, name: str) -> str:
     return f"{name}-{hashlib.sha256(raw).hexdigest()[:8]}"
 
 
+def weights_version(raw: bytes) -> str:
+    """The version string results will carry for these weights: the checkpoint's name + content hash."""
+    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    return version_of(raw, checkpoint.get("name", "model"))
+
+
 class Segmenter:
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
 

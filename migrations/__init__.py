@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped inside the package so `nucleus db upgrade` works from any directory."""

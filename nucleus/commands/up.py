@@ -1,0 +1,106 @@
+"""`nucleus up`: the whole product on one machine, in the foreground.
+
+Migrates the database, prints the URL (and the first admin token on a new data directory), then
+supervises: the API under gunicorn, N segmentation workers, the trainer and the sweeper. The
+embedded default needs no servers: SQLite, a local object folder and a file-system broker, all
+under the data directory.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+API_THREADS = 8
+
+
+def child_commands(port: int, host: str, workers: int) -> dict[str, list[str]]:
+    py = sys.executable
+    celery_worker = [py, "-m", "celery"]
+    quiet = ["--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
+    commands = {
+        "api": [py, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "1", "--threads", str(API_THREADS),
+                "--worker-class", "gthread", "--timeout", "300", "--graceful-timeout", "5",
+                "--no-control-socket", "--name", "nucleus-api", "services.api.wsgi:app"],
+        "trainer": [*celery_worker, "-A", "services.trainer.app", "worker", "-Q", "train", "--pool", "solo",
+                    "--concurrency", "1", "-n", "trainer@%h", *quiet],
+        "sweeper": [py, "-m", "services.sweeper"],
+    }
+    for i in range(1, workers + 1):
+        commands[f"worker-{i}"] = [*celery_worker, "-A", "services.worker.app", "worker", "-Q", "segment",
+                                   "--pool", "solo", "--concurrency", "1", "-n", f"segment-{i}@%h", *quiet]
+    return commands
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def first_admin_token() -> str | None:
+    """An admin token when the instance has none yet (a new data directory); else None."""
+    from sqlalchemy import func, select
+
+    from shared.auth import create_token, ensure_default_project
+    from shared.db.models import Token
+    from shared.jobs import write_scope
+
+    with write_scope() as session:
+        ensure_default_project(session)
+        if session.scalar(select(func.count()).select_from(Token)):
+            return None
+        return create_token(session, name="first-admin", role="admin")
+
+
+@click.command()
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where everything is kept (default: $NUCLEUS_DATA_DIR or ./nucleus-data).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Segmentation worker processes (default: $NUCLEUS_WORKER_PROCESSES or 1).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the API listens on.")
+def up(port, data_dir, workers, host):
+    """Run API, workers, trainer and sweeper in the foreground until Ctrl-C."""
+    from shared.config import reload_settings
+    from shared.db.migrate import upgrade
+    from shared.logs import configure_logging
+
+    from nucleus.supervisor import Supervisor
+
+    data_dir = Path(data_dir or os.environ.get("NUCLEUS_DATA_DIR") or "./nucleus-data").expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["NUCLEUS_DATA_DIR"] = str(data_dir)
+    if workers is not None:
+        os.environ["NUCLEUS_WORKER_PROCESSES"] = str(workers)
+    settings = reload_settings()
+    configure_logging("up")
+    if not _port_free(host, port):
+        raise click.ClickException(f"port {port} on {host} is already in use; pick another with --port")
+
+    upgrade()
+    token = first_admin_token()
+    if settings.s3_endpoint:
+        from shared.storage import get_store
+
+        get_store().ensure_bucket()
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    supervisor = Supervisor(env=env, cwd=str(data_dir))
+    for name, argv in child_commands(port, host, settings.worker_processes).items():
+        supervisor.add(name, argv)
+
+    click.echo(f"nucleus is starting at http://{host}:{port}")
+    click.echo(f"data directory: {data_dir}")
+    if token:
+        click.echo("first admin token (shown only this once; `nucleus token create` makes more):")
+        click.echo(token)
+    sys.stdout.flush()
+    supervisor.run()

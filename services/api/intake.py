@@ -1,0 +1,195 @@
+"""Accepting uploaded images: validate every file, then store bytes, rows and queue messages.
+
+Nothing from a request is stored unless every file in it decodes. The bytes live once at
+`uploads/<sha256>`; the unique (experiment, sha256) constraint decides, even under concurrent
+uploads, that the same bytes in the same experiment are one image with one job.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from services.api.errors import ApiError
+from shared.config import Settings
+from shared.db.models import Experiment, Image, Job, JobStatus
+from shared.db.session import session_scope
+from shared.imageio import ImageError, decode
+from shared.jobs import write_scope
+from shared.storage import ObjectStore, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+TEXT_FIELDS = {"condition": 200, "well": 20, "plate": 200, "site": 20}
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class Metadata:
+    condition: str | None = None
+    well: str | None = None
+    plate: str | None = None
+    site: str | None = None
+    channel: int | None = None
+    pixel_size_um: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class CheckedFile:
+    filename: str
+    upload: FileStorage
+    sha256: str
+    size: int
+    width: int
+    height: int
+
+
+def parse_metadata(form: MultiDict) -> Metadata:
+    meta = Metadata()
+    for name, limit in TEXT_FIELDS.items():
+        value = (form.get(name) or "").strip()
+        if len(value) > limit:
+            raise ApiError(400, "invalid_field", f"{name} is longer than {limit} characters", field=name)
+        if any(ord(ch) < 32 for ch in value):
+            raise ApiError(400, "invalid_field", f"{name} holds control characters", field=name)
+        setattr(meta, name, value or None)
+    channel = (form.get("channel") or "").strip()
+    if channel:
+        if not channel.isdigit() or int(channel) > 1024:
+            raise ApiError(400, "invalid_field", f"channel must be a whole number from 0, not {channel!r}",
+                           field="channel")
+        meta.channel = int(channel)
+    pixel_size = (form.get("pixel_size_um") or "").strip()
+    if pixel_size:
+        try:
+            meta.pixel_size_um = float(pixel_size)
+        except ValueError:
+            meta.pixel_size_um = None
+        if meta.pixel_size_um is None or not math.isfinite(meta.pixel_size_um) or meta.pixel_size_um <= 0:
+            raise ApiError(400, "invalid_field", f"pixel_size_um must be a positive number, not {pixel_size!r}",
+                           field="pixel_size_um")
+    return meta
+
+
+def clean_filename(raw: str | None) -> str:
+    name = os.path.basename((raw or "").replace("\\", "/")).strip()
+    name = "".join(ch for ch in name if ord(ch) >= 32)
+    return (name or "upload")[:500]
+
+
+def _read_and_hash(upload: FileStorage, filename: str, max_bytes: int) -> tuple[bytes, str]:
+    upload.stream.seek(0)
+    digest, chunks, size = hashlib.sha256(), [], 0
+    while chunk := upload.stream.read(READ_CHUNK):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "file_too_large", f"{filename}: larger than the limit of {max_bytes} bytes",
+                           filename=filename)
+        digest.update(chunk)
+        chunks.append(chunk)
+    return b"".join(chunks), digest.hexdigest()
+
+
+def check_files(uploads: list[FileStorage], meta: Metadata, settings: Settings) -> list[CheckedFile]:
+    """Decode every file in full; the first bad one refuses the whole request, naming the file."""
+    if not uploads:
+        raise ApiError(400, "no_files", "send one or more images in the multipart field 'file'")
+    checked = []
+    for upload in uploads:
+        filename = clean_filename(upload.filename)
+        data, sha = _read_and_hash(upload, filename, settings.max_upload_bytes)
+        try:
+            image = decode(data, channel=meta.channel, max_pixels=settings.max_pixels)
+        except ImageError as exc:
+            raise ApiError(exc.status, exc.code, f"{filename}: {exc.message}", filename=filename) from None
+        checked.append(CheckedFile(filename, upload, sha, len(data), width=image.shape[1], height=image.shape[0]))
+        del image, data
+    return checked
+
+
+def store_bytes(store: ObjectStore, files: list[CheckedFile]) -> None:
+    for item in files:
+        key = f"uploads/{item.sha256}"
+        if store.exists(key):
+            continue
+        item.upload.stream.seek(0)
+        try:
+            store.put(key, item.upload.stream.read())
+        except StorageUnavailable:
+            # Keys are content hashes: if a concurrent upload of the same bytes got there first, the
+            # object is the one we meant to write (some S3 servers refuse concurrent writes to a key).
+            if not store.exists(key):
+                raise
+
+
+def _existing(session: Session, experiment_id: int, sha256: str) -> tuple[Image, Job] | None:
+    found = session.execute(select(Image, Job).join(Job, Job.image_id == Image.id)
+                            .where(Image.experiment_id == experiment_id, Image.sha256 == sha256)).first()
+    return (found[0], found[1]) if found else None
+
+
+def _row(image: Image, job: Job, duplicate: bool) -> dict:
+    return {"id": image.id, "job_id": job.id, "sha256": image.sha256, "status": job.status.value,
+            "duplicate": duplicate, "filename": image.filename}
+
+
+def record_image(database_url: str, experiment_id: int, item: CheckedFile, meta: Metadata) -> tuple[dict, bool]:
+    """Image and Job rows in one write transaction. Returns (row, created)."""
+    try:
+        with write_scope(database_url) as session:
+            found = _existing(session, experiment_id, item.sha256)
+            if found:
+                return _row(*found, duplicate=True), False
+            image = Image(experiment_id=experiment_id, sha256=item.sha256, object_key=f"uploads/{item.sha256}",
+                          filename=item.filename, width=item.width, height=item.height, size_bytes=item.size,
+                          condition=meta.condition, well=meta.well, plate=meta.plate, site=meta.site,
+                          channel=meta.channel, pixel_size_um=meta.pixel_size_um, extra=dict(meta.extra))
+            session.add(image)
+            session.flush()
+            job = Job(image_id=image.id, status=JobStatus.queued)
+            session.add(job)
+            session.flush()
+            row = _row(image, job, duplicate=False)
+        return row, True
+    except IntegrityError:
+        # a concurrent upload of the same bytes won the race: answer with its rows
+        with session_scope(database_url) as session:
+            found = _existing(session, experiment_id, item.sha256)
+            if found is None:
+                raise
+            return _row(*found, duplicate=True), False
+
+
+def enqueue(job_id: str) -> None:
+    """Publish after commit. If the broker is down the job stays queued in SQL; the sweeper sends it later."""
+    from shared.queue import enqueue_segment
+
+    try:
+        enqueue_segment(job_id)
+    except Exception as exc:  # any broker fault: the SQL row is the truth and the sweeper repairs delivery
+        log.warning("could not enqueue job %s, the sweeper will: %s", job_id, exc, extra={"job_id": job_id})
+
+
+def accept_upload(experiment: Experiment, uploads: list[FileStorage], form: MultiDict,
+                  settings: Settings, store: ObjectStore) -> tuple[list[dict], bool]:
+    """The whole intake. Returns the rows to answer with and whether anything new was accepted."""
+    meta = parse_metadata(form)
+    files = check_files(uploads, meta, settings)
+    store_bytes(store, files)
+    rows, new_jobs = [], []
+    for item in files:
+        row, created = record_image(settings.resolved_database_url, experiment.id, item, meta)
+        rows.append(row)
+        if created:
+            new_jobs.append(row["job_id"])
+    for job_id in new_jobs:
+        enqueue(job_id)
+    return rows, bool(new_jobs)

@@ -1,0 +1,259 @@
+"""The OpenAPI 3 document for /api/v1, written by hand beside the routes it describes."""
+from __future__ import annotations
+
+from copy import deepcopy
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict:
+    return {"$ref": f"#/components/responses/{description}"}
+
+
+NULLABLE_STRING = {"type": "string", "nullable": True}
+NULLABLE_NUMBER = {"type": "number", "nullable": True}
+NULLABLE_INT = {"type": "integer", "nullable": True}
+STATUS = {"type": "string", "enum": ["queued", "running", "done", "failed"]}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                                 "additionalProperties": True}},
+    },
+    "Experiment": {
+        "type": "object", "required": ["id", "name", "project"],
+        "properties": {"id": {"type": "integer"}, "name": {"type": "string"}, "project": {"type": "string"},
+                       "created": NULLABLE_STRING},
+    },
+    "ExperimentList": {
+        "type": "object", "required": ["experiments", "total", "page", "per_page"],
+        "properties": {"experiments": {"type": "array", "items": _ref("Experiment")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
+    "NewExperiment": {
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                       "project": {"type": "string", "minLength": 1, "maxLength": 200,
+                                   "description": "defaults to the token's project, else `default`"}},
+    },
+    "UploadForm": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                     "description": "one or more PNG, JPEG or TIFF images"},
+            "condition": {"type": "string", "maxLength": 200}, "well": {"type": "string", "maxLength": 20},
+            "plate": {"type": "string", "maxLength": 200}, "site": {"type": "string", "maxLength": 20},
+            "channel": {"type": "integer", "minimum": 0, "description": "which channel of a multi-channel image"},
+            "pixel_size_um": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+        },
+    },
+    "UploadedImage": {
+        "type": "object", "required": ["id", "job_id", "sha256", "status", "duplicate"],
+        "properties": {"id": {"type": "string"}, "job_id": {"type": "string"}, "sha256": {"type": "string"},
+                       "status": STATUS, "duplicate": {"type": "boolean"}, "filename": {"type": "string"}},
+    },
+    "Upload": {
+        "type": "object", "required": ["images"],
+        "properties": {"images": {"type": "array", "items": _ref("UploadedImage")}},
+    },
+    "Job": {
+        "type": "object", "required": ["id", "status", "image_id", "error"],
+        "properties": {"id": {"type": "string"}, "status": STATUS, "image_id": {"type": "string"},
+                       "error": NULLABLE_STRING, "attempts": {"type": "integer"}, "created": NULLABLE_STRING,
+                       "started": NULLABLE_STRING, "finished": NULLABLE_STRING},
+    },
+    "Image": {
+        "type": "object", "required": ["id", "experiment", "filename", "sha256", "status", "job_id"],
+        "properties": {
+            "id": {"type": "string"}, "experiment": {"type": "string"}, "filename": {"type": "string"},
+            "sha256": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+            "size_bytes": {"type": "integer"}, "condition": NULLABLE_STRING, "well": NULLABLE_STRING,
+            "plate": NULLABLE_STRING, "site": NULLABLE_STRING, "channel": NULLABLE_INT,
+            "pixel_size_um": NULLABLE_NUMBER, "created": NULLABLE_STRING, "job_id": NULLABLE_STRING,
+            "status": {**STATUS, "nullable": True}, "error": NULLABLE_STRING, "count": NULLABLE_INT,
+            "model_version": NULLABLE_STRING,
+        },
+    },
+    "AreaSummary": {
+        "type": "object", "required": ["mean", "median", "min", "max"],
+        "properties": {k: NULLABLE_NUMBER for k in ("mean", "median", "min", "max")},
+    },
+    "Result": {
+        "type": "object", "required": ["image_id", "count", "model_version", "area", "links"],
+        "properties": {
+            "image_id": {"type": "string"}, "job_id": {"type": "string"}, "count": {"type": "integer"},
+            "model_version": {"type": "string"}, "area": _ref("AreaSummary"),
+            "seconds_model": NULLABLE_NUMBER, "seconds_total": NULLABLE_NUMBER, "created": NULLABLE_STRING,
+            "links": {"type": "object", "required": ["labels", "overlay", "nuclei_csv"],
+                      "properties": {"labels": {"type": "string"}, "overlay": {"type": "string"},
+                                     "nuclei_csv": {"type": "string"}}},
+        },
+    },
+    "ResultRow": {
+        "type": "object",
+        "required": ["image_id", "filename", "condition", "well", "plate", "site", "channel", "pixel_size_um",
+                     "status", "count", "model_version", "created"],
+        "properties": {
+            "image_id": {"type": "string"}, "job_id": {"type": "string"}, "filename": {"type": "string"},
+            "condition": NULLABLE_STRING, "well": NULLABLE_STRING, "plate": NULLABLE_STRING,
+            "site": NULLABLE_STRING, "channel": NULLABLE_INT, "pixel_size_um": NULLABLE_NUMBER,
+            "width": {"type": "integer"}, "height": {"type": "integer"}, "status": STATUS, "error": NULLABLE_STRING,
+            "count": NULLABLE_INT, "model_version": NULLABLE_STRING, "area_mean": NULLABLE_NUMBER,
+            "area_median": NULLABLE_NUMBER, "area_min": NULLABLE_NUMBER, "area_max": NULLABLE_NUMBER,
+            "created": NULLABLE_STRING,
+        },
+    },
+    "ResultList": {
+        "type": "object", "required": ["results", "total", "page", "per_page"],
+        "properties": {"results": {"type": "array", "items": _ref("ResultRow")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
+    "Health": {
+        "type": "object", "required": ["status"],
+        "properties": {"status": {"type": "string"}, "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
+    },
+}
+
+RESPONSES = {
+    name: _json(_ref("Error"), description) for name, description in {
+        "BadRequest": "Bad input; `error.message` says what", "Unauthorized": "No token, or an unknown or revoked one",
+        "Forbidden": "The token's role may not do this", "NotFound": "No such thing, or not visible to this token",
+        "Conflict": "Conflicts with the current state", "TooLarge": "A file or image is over the limit",
+        "Unavailable": "A dependency is unreachable; retry after `Retry-After` seconds",
+    }.items()
+}
+RESPONSES["Unavailable"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+
+PARAMETERS = {
+    "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    "per_page": {"name": "per_page", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+    "name": {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "experiment name"},
+    "image_id": {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "job_id": {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "condition": {"name": "condition", "in": "query", "schema": {"type": "string"}},
+    "well": {"name": "well", "in": "query", "schema": {"type": "string"}},
+    "status": {"name": "status", "in": "query", "schema": STATUS},
+    "created_from": {"name": "created_from", "in": "query", "schema": {"type": "string"},
+                     "description": "uploaded at or after this ISO 8601 date/time (UTC when no zone)"},
+    "created_to": {"name": "created_to", "in": "query", "schema": {"type": "string"},
+                   "description": "uploaded before this ISO 8601 date/time"},
+    "sort": {"name": "sort", "in": "query", "schema": {"type": "string", "enum": [
+        p + k for k in ("created", "filename", "condition", "well", "count", "status") for p in ("", "-")]}},
+    "format": {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
+}
+
+
+def _params(*names: str) -> list[dict]:
+    return [{"$ref": f"#/components/parameters/{n}"} for n in names]
+
+
+AUTH_ERRORS = {"401": _error("Unauthorized"), "403": _error("Forbidden"), "503": _error("Unavailable")}
+
+
+def _file(mimetype: str, description: str) -> dict:
+    return {
+        "get": {"summary": description, "tags": ["images"], "parameters": _params("image_id"),
+                "responses": {"200": {"description": description,
+                                      "content": {mimetype: {"schema": {"type": "string", "format": "binary"}}}},
+                              "404": _error("NotFound"), "409": _error("Conflict"), **AUTH_ERRORS}},
+    }
+
+
+PATHS = {
+    "/experiments": {
+        "post": {"summary": "Create an experiment", "tags": ["experiments"],
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewExperiment")}}},
+                 "responses": {"201": _json(_ref("Experiment"), "Created"), "400": _error("BadRequest"),
+                               "409": _error("Conflict"), **AUTH_ERRORS}},
+        "get": {"summary": "List the experiments this token may see", "tags": ["experiments"],
+                "parameters": _params("page", "per_page"),
+                "responses": {"200": _json(_ref("ExperimentList"), "A page of experiments"),
+                              "400": _error("BadRequest"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}": {
+        "get": {"summary": "One experiment", "tags": ["experiments"], "parameters": _params("name"),
+                "responses": {"200": _json(_ref("Experiment"), "The experiment"), "404": _error("NotFound"),
+                              **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/images": {
+        "post": {
+            "summary": "Upload images; each is fully decoded before any is accepted", "tags": ["images"],
+            "parameters": _params("name"),
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": _ref("UploadForm"), "encoding": {"file": {"contentType": "application/octet-stream"}}}}},
+            "responses": {"202": _json(_ref("Upload"), "Accepted; one job per new image"),
+                          "200": _json(_ref("Upload"), "Every file was already in the experiment (duplicates)"),
+                          "400": _error("BadRequest"), "404": _error("NotFound"), "413": _error("TooLarge"),
+                          **AUTH_ERRORS},
+        },
+    },
+    "/experiments/{name}/results": {
+        "get": {"summary": "One row per image with metadata, status, count and model version",
+                "tags": ["results"],
+                "parameters": _params("name", "condition", "well", "status", "created_from", "created_to", "sort",
+                                      "page", "per_page", "format"),
+                "responses": {"200": {"description": "A page of results (JSON), or every matching row (CSV)",
+                                      "content": {"application/json": {"schema": _ref("ResultList")},
+                                                  "text/csv": {"schema": {"type": "string"}}}},
+                              "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/nuclei.csv": {
+        "get": {"summary": "Every nucleus of the experiment with its image's metadata", "tags": ["results"],
+                "parameters": _params("name", "condition", "well"),
+                "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                              "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/jobs/{job_id}": {
+        "get": {"summary": "A job's status", "tags": ["jobs"], "parameters": _params("job_id"),
+                "responses": {"200": _json(_ref("Job"), "The job"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/images/{image_id}": {
+        "get": {"summary": "An image's metadata and status", "tags": ["images"], "parameters": _params("image_id"),
+                "responses": {"200": _json(_ref("Image"), "The image"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/images/{image_id}/result": {
+        "get": {"summary": "An image's result; 409 while its job is not done (error.code not_ready or job_failed)",
+                "tags": ["images"], "parameters": _params("image_id"),
+                "responses": {"200": _json(_ref("Result"), "The result"), "404": _error("NotFound"),
+                              "409": _error("Conflict"), **AUTH_ERRORS}},
+    },
+    "/images/{image_id}/labels.tif": _file("image/tiff", "Label image: 16-bit TIFF (32-bit above 65535 nuclei), 0 = background"),
+    "/images/{image_id}/overlay.png": _file("image/png", "Outlines of the nuclei on the image"),
+    "/images/{image_id}/nuclei.csv": _file("text/csv", "One row per nucleus"),
+    "/openapi.json": {
+        "get": {"summary": "This document", "tags": ["meta"],
+                "responses": {"200": {"description": "OpenAPI 3 document",
+                                      "content": {"application/json": {"schema": {"type": "object"}}}},
+                              **AUTH_ERRORS}},
+    },
+}
+
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "nucleus", "version": "1",
+             "description": "Find, count and measure cell nuclei in microscope images. Every route needs "
+                            "`Authorization: Bearer <token>` (tokens from `nucleus token create`). Roles: viewer reads, "
+                            "uploader also creates experiments and uploads, admin does everything. A token tied to a "
+                            "project sees only that project; things it may not see answer 404."},
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": SCHEMAS, "responses": RESPONSES, "parameters": PARAMETERS,
+    },
+}
+
+
+def openapi_document() -> dict:
+    return deepcopy(DOCUMENT)

@@ -1,0 +1,204 @@
+"""Reading an experiment's history: per-image rows with their job and result, filtered and paged.
+Used by the REST API and the web pages alike."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+from flask import request
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from services.api.errors import ApiError
+from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
+
+MAX_PER_PAGE = 1000
+DEFAULT_PER_PAGE = 50
+
+RESULT_COLUMNS = ["image_id", "job_id", "filename", "condition", "well", "plate", "site", "channel",
+                  "pixel_size_um", "width", "height", "status", "error", "count", "model_version",
+                  "area_mean", "area_median", "area_min", "area_max", "created"]
+NUCLEUS_COLUMNS = ["label", "area", "perimeter", "centroid_x", "centroid_y", "equivalent_diameter", "eccentricity",
+                   "solidity", "mean_intensity", "integrated_intensity"]
+NUCLEI_CSV_COLUMNS = ["image_id", "filename", "condition", "well", "plate", "site", "channel", "pixel_size_um",
+                      "model_version", *NUCLEUS_COLUMNS]
+
+
+@dataclass(frozen=True)
+class Page:
+    page: int
+    per_page: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def _positive_int(name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(400, "invalid_query", f"{name} must be a whole number from 1, not {raw!r}")
+    value = int(raw)
+    if maximum is not None and value > maximum:
+        raise ApiError(400, "invalid_query", f"{name} may be at most {maximum}")
+    return value
+
+
+def page_from_request(default_per_page: int = DEFAULT_PER_PAGE) -> Page:
+    return Page(page=_positive_int("page", 1), per_page=_positive_int("per_page", default_per_page, MAX_PER_PAGE))
+
+
+SORTS = {"created": Image.created, "filename": Image.filename, "condition": Image.condition, "well": Image.well,
+         "count": Result.count, "status": Job.status}
+
+
+def _date_arg(name: str) -> str | None:
+    raw = request.args.get(name) or None
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_query", f"{name} must be an ISO date such as 2026-03-01, not {raw!r}") from None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+@dataclass(frozen=True)
+class ResultFilters:
+    condition: str | None = None
+    well: str | None = None
+    status: str | None = None
+    created_from: str | None = None  # inclusive, ISO 8601
+    created_to: str | None = None  # exclusive
+    sort: str | None = None  # a key of SORTS, "-" first for descending
+
+    @classmethod
+    def from_request(cls) -> "ResultFilters":
+        status = request.args.get("status") or None
+        if status is not None and status not in JobStatus.__members__:
+            raise ApiError(400, "invalid_query", f"status must be one of {', '.join(JobStatus.__members__)}")
+        sort = request.args.get("sort") or None
+        if sort is not None and sort.lstrip("-") not in SORTS:
+            raise ApiError(400, "invalid_query", f"sort must be one of {', '.join(SORTS)} (prefix - to reverse)")
+        return cls(condition=request.args.get("condition") or None, well=request.args.get("well") or None,
+                   status=status, created_from=_date_arg("created_from"), created_to=_date_arg("created_to"),
+                   sort=sort)
+
+    def order(self) -> list:
+        if not self.sort:
+            return [Image.created, Image.id]
+        column = SORTS[self.sort.lstrip("-")]
+        return [column.desc() if self.sort.startswith("-") else column.asc(), Image.created, Image.id]
+
+
+def results_query(experiment: Experiment, filters: ResultFilters) -> Select:
+    query = (select(Image, Job, Result)
+             .join(Job, Job.image_id == Image.id)
+             .outerjoin(Result, Result.job_id == Job.id)
+             .where(Image.experiment_id == experiment.id))
+    if filters.condition is not None:
+        query = query.where(Image.condition == filters.condition)
+    if filters.well is not None:
+        query = query.where(Image.well == filters.well)
+    if filters.status is not None:
+        query = query.where(Job.status == JobStatus(filters.status))
+    if filters.created_from is not None:
+        query = query.where(Image.created >= datetime.fromisoformat(filters.created_from))
+    if filters.created_to is not None:
+        query = query.where(Image.created < datetime.fromisoformat(filters.created_to))
+    return query
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes that were written as UTC."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def result_row(image: Image, job: Job, result: Result | None) -> dict:
+    return {
+        "image_id": image.id, "job_id": job.id, "filename": image.filename, "condition": image.condition,
+        "well": image.well, "plate": image.plate, "site": image.site, "channel": image.channel,
+        "pixel_size_um": image.pixel_size_um, "width": image.width, "height": image.height,
+        "status": job.status.value, "error": job.error,
+        "count": result.count if result else None,
+        "model_version": result.model_version if result else None,
+        "area_mean": result.area_mean if result else None, "area_median": result.area_median if result else None,
+        "area_min": result.area_min if result else None, "area_max": result.area_max if result else None,
+        "created": iso(image.created),
+    }
+
+
+def count_rows(session: Session, query: Select) -> int:
+    return session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+
+
+def page_of_results(session: Session, experiment: Experiment, filters: ResultFilters, page: Page) -> tuple[list[dict], int]:
+    query = results_query(experiment, filters)
+    total = count_rows(session, query)
+    rows = session.execute(query.order_by(*filters.order()).offset(page.offset).limit(page.per_page)).all()
+    return [result_row(*row) for row in rows], total
+
+
+def all_results(session: Session, experiment: Experiment, filters: ResultFilters) -> list[dict]:
+    rows = session.execute(results_query(experiment, filters).order_by(*filters.order())).all()
+    return [result_row(*row) for row in rows]
+
+
+def _csv_line(values) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buffer.getvalue()
+
+
+def results_csv(rows: list[dict]) -> str:
+    return _csv_line(RESULT_COLUMNS) + "".join(_csv_line(row[c] for c in RESULT_COLUMNS) for row in rows)
+
+
+def nuclei_csv_lines(session: Session, experiment: Experiment, filters: ResultFilters,
+                     image_id: str | None = None) -> Iterator[str]:
+    """Every nucleus of the experiment (or of one image) with its image's metadata, streamed in batches."""
+    query = (select(Image.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
+                    Image.pixel_size_um, Result.model_version, *(getattr(Nucleus, c) for c in NUCLEUS_COLUMNS))
+             .join(Job, Job.image_id == Image.id)
+             .join(Result, Result.job_id == Job.id)
+             .join(Nucleus, Nucleus.result_id == Result.id)
+             .where(Image.experiment_id == experiment.id))
+    if filters.condition is not None:
+        query = query.where(Image.condition == filters.condition)
+    if filters.well is not None:
+        query = query.where(Image.well == filters.well)
+    if image_id is not None:
+        query = query.where(Image.id == image_id)
+    yield _csv_line(NUCLEI_CSV_COLUMNS)
+    result = session.execute(query.order_by(Image.created, Image.id, Nucleus.label).execution_options(yield_per=2000))
+    for batch in result.partitions():
+        yield "".join(_csv_line(row) for row in batch)
+
+
+def nucleus_rows(session: Session, result: Result, limit: int | None = None) -> list[dict]:
+    query = select(Nucleus).where(Nucleus.result_id == result.id).order_by(Nucleus.label)
+    if limit is not None:
+        query = query.limit(limit)
+    return [{c: getattr(n, c) for c in NUCLEUS_COLUMNS} for n in session.scalars(query)]
+
+
+def nucleus_areas(session: Session, experiment: Experiment | None = None, result: Result | None = None) -> list[float]:
+    query = select(Nucleus.area).join(Result, Result.id == Nucleus.result_id)
+    if result is not None:
+        query = query.where(Nucleus.result_id == result.id)
+    if experiment is not None:
+        query = query.join(Image, Image.id == Result.image_id).where(Image.experiment_id == experiment.id)
+    return list(session.scalars(query))
+
+
+def result_for(session: Session, image: Image) -> tuple[Job | None, Result | None]:
+    job = session.scalars(select(Job).where(Job.image_id == image.id)).first()
+    result = session.scalars(select(Result).where(Result.image_id == image.id)).first()
+    return job, result

@@ -1,0 +1,115 @@
+"""Experiments: create, list, and an experiment's results and nuclei."""
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request, stream_with_context
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from services.api.access import get_experiment, project_for_new_experiment, require_role, visible
+from services.api.database import db
+from services.api.errors import ApiError
+from services.api.intake import accept_upload
+from services.api.queries import (
+    ResultFilters, all_results, iso, count_rows, nuclei_csv_lines, page_from_request, page_of_results, results_csv,
+)
+from services.api.rest import api
+from shared.db.models import Experiment, Project
+
+NAME_LIMIT = 200
+
+
+def experiment_json(experiment: Experiment) -> dict:
+    return {"id": experiment.id, "name": experiment.name, "project": experiment.project.name,
+            "created": iso(experiment.created)}
+
+
+def valid_name(value, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(400, "invalid_field", f"{what} must be a non-empty string", field=what)
+    value = value.strip()
+    if len(value) > NAME_LIMIT or "/" in value or any(ord(ch) < 32 for ch in value):
+        raise ApiError(400, "invalid_field", f"{what} must be at most {NAME_LIMIT} characters, without '/' "
+                       "or control characters", field=what)
+    return value
+
+
+def create_experiment(name: str, project_name: str | None) -> Experiment:
+    """Shared with the web form. 409 when the name is taken anywhere in the instance."""
+    session = db()
+    if session.scalars(select(Experiment.id).where(Experiment.name == name)).first() is not None:
+        raise ApiError(409, "experiment_exists", f"an experiment named {name!r} already exists")
+    project = project_for_new_experiment(project_name)
+    experiment = Experiment(name=name, project_id=project.id)
+    session.add(experiment)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "experiment_exists", f"an experiment named {name!r} already exists") from None
+    experiment.project = project
+    return experiment
+
+
+@api.post("/experiments")
+def post_experiment():
+    require_role("uploader")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", 'send a JSON object such as {"name": "plate-1"}')
+    name = valid_name(body.get("name"), "name")
+    project = body.get("project")
+    project = valid_name(project, "project") if project is not None else None
+    return jsonify(experiment_json(create_experiment(name, project))), 201
+
+
+@api.get("/experiments")
+def list_experiments():
+    require_role("viewer")
+    page = page_from_request()
+    session = db()
+    query = visible(select(Experiment).join(Project, Project.id == Experiment.project_id))
+    total = count_rows(session, query)
+    experiments = session.scalars(query.order_by(Experiment.created.desc(), Experiment.id.desc())
+                                  .offset(page.offset).limit(page.per_page)).all()
+    return jsonify({"experiments": [experiment_json(e) for e in experiments], "total": total,
+                    "page": page.page, "per_page": page.per_page})
+
+
+@api.get("/experiments/<name>")
+def show_experiment(name: str):
+    require_role("viewer")
+    return jsonify(experiment_json(get_experiment(name)))
+
+
+@api.post("/experiments/<name>/images")
+def upload_images(name: str):
+    require_role("uploader")
+    experiment = get_experiment(name)
+    rows, accepted = accept_upload(experiment, request.files.getlist("file"), request.form,
+                                   current_app.config["NUCLEUS_SETTINGS"], current_app.extensions["nucleus_store"])
+    return jsonify({"images": rows}), 202 if accepted else 200
+
+
+@api.get("/experiments/<name>/results")
+def experiment_results(name: str):
+    require_role("viewer")
+    experiment = get_experiment(name)
+    filters = ResultFilters.from_request()
+    if request.args.get("format") == "csv":
+        body = results_csv(all_results(db(), experiment, filters))
+        return Response(body, mimetype="text/csv",
+                        headers={"Content-Disposition": f'attachment; filename="{experiment.id}-results.csv"'})
+    if request.args.get("format") not in (None, "", "json"):
+        raise ApiError(400, "invalid_query", "format must be json or csv")
+    page = page_from_request()
+    rows, total = page_of_results(db(), experiment, filters, page)
+    return jsonify({"results": rows, "total": total, "page": page.page, "per_page": page.per_page})
+
+
+@api.get("/experiments/<name>/nuclei.csv")
+def experiment_nuclei(name: str):
+    require_role("viewer")
+    experiment = get_experiment(name)
+    lines = nuclei_csv_lines(db(), experiment, ResultFilters.from_request())
+    return Response(stream_with_context(lines), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{experiment.id}-nuclei.csv"'})

@@ -1,0 +1,178 @@
+"""The pages a scientist uses: sign in, experiments, an experiment's history, one image's result."""
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from flask import (
+    Response, current_app, flash, g, redirect, render_template, request, session, stream_with_context, url_for,
+)
+from sqlalchemy import select
+
+from services.api.access import get_experiment, get_image, require_role, visible
+from services.api.database import db
+from services.api.downloads import artifact_response
+from services.api.errors import ApiError
+from services.api.intake import accept_upload
+from services.api.queries import (
+    ResultFilters, all_results, count_rows, nuclei_csv_lines, nucleus_areas, nucleus_rows, page_from_request,
+    page_of_results, result_for, results_csv,
+)
+from services.api.rest.experiments import create_experiment, valid_name
+from services.api.web import web
+from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
+from shared.auth import verify_token
+from shared.db.models import Experiment, JobStatus, Project
+
+NUCLEI_SHOWN = 500
+PENDING = {JobStatus.queued.value, JobStatus.running.value}
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "no-store"})
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect someone elsewhere after sign-in."""
+    if not target:
+        return url_for("web.index")
+    parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("web.index")
+    return target
+
+
+@web.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "POST":
+        token = verify_token(db(), (request.form.get("token") or "").strip())
+        if token is None:
+            flash("That token is unknown or revoked.", "error")
+            return render_template("login.html", next=request.form.get("next", "")), 401
+        csrf = session.get("csrf")
+        session.clear()  # a fresh session on sign-in
+        session["token_id"] = token.id
+        if csrf:
+            session["csrf"] = csrf
+        return redirect(_safe_next(request.form.get("next")), code=303)
+    return render_template("login.html", next=request.args.get("next", ""))
+
+
+@web.route("/logout", methods=["GET", "POST"])
+def logout():
+    session.clear()
+    return redirect(url_for("web.login"), code=303)
+
+
+@web.get("/")
+def index():
+    page = page_from_request()
+    query = visible(select(Experiment).join(Project, Project.id == Experiment.project_id))
+    total = count_rows(db(), query)
+    experiments = db().scalars(query.order_by(Experiment.created.desc(), Experiment.id.desc())
+                               .offset(page.offset).limit(page.per_page)).all()
+    return render_template("index.html", experiments=experiments, total=total, page=page)
+
+
+@web.post("/experiments")
+def new_experiment():
+    require_role("uploader")
+    try:
+        name = valid_name(request.form.get("name"), "name")
+        project = (request.form.get("project") or "").strip() or None
+        experiment = create_experiment(name, valid_name(project, "project") if project else None)
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        flash(exc.message, "error")
+        return redirect(url_for("web.index"), code=303)
+    return redirect(url_for("web.experiment", name=experiment.name), code=303)
+
+
+def _experiment_rows(experiment: Experiment):
+    filters = ResultFilters.from_request()
+    page = page_from_request()
+    rows, total = page_of_results(db(), experiment, filters, page)
+    return rows, total, filters, page
+
+
+@web.get("/experiments/<name>")
+def experiment(name: str):
+    experiment = get_experiment(name)
+    rows, total, filters, page = _experiment_rows(experiment)
+    filter_args = {k: v for k, v in vars(filters).items() if v is not None}
+    return render_template("experiment.html", experiment=experiment, rows=rows, total=total, filters=filters,
+                           filter_args=filter_args,
+                           page=page, pending=any(r["status"] in PENDING for r in rows),
+                           may_upload=g.principal.has_role("uploader"))
+
+
+@web.get("/experiments/<name>/rows")
+def experiment_rows(name: str):
+    """The table body alone, for the page's script to refresh while jobs are pending."""
+    experiment = get_experiment(name)
+    rows, _total, _filters, _page = _experiment_rows(experiment)
+    return render_template("_image_rows.html", rows=rows, pending=any(r["status"] in PENDING for r in rows))
+
+
+@web.post("/experiments/<name>/upload")
+def upload(name: str):
+    require_role("uploader")
+    experiment = get_experiment(name)
+    try:
+        rows, _accepted = accept_upload(experiment, request.files.getlist("file"), request.form,
+                                        current_app.config["NUCLEUS_SETTINGS"], current_app.extensions["nucleus_store"])
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        flash(f"Nothing was uploaded. {exc.message}", "error")
+        return redirect(url_for("web.experiment", name=name), code=303)
+    new = sum(not r["duplicate"] for r in rows)
+    duplicates = len(rows) - new
+    flash(f"{new} image(s) queued" + (f", {duplicates} already in this experiment" if duplicates else "") + ".", "ok")
+    return redirect(url_for("web.experiment", name=name), code=303)
+
+
+@web.get("/experiments/<name>/results.csv")
+def experiment_results_csv(name: str):
+    experiment = get_experiment(name)
+    body = results_csv(all_results(db(), experiment, ResultFilters.from_request()))
+    return Response(body, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-results.csv"'})
+
+
+@web.get("/experiments/<name>/nuclei.csv")
+def experiment_nuclei_csv(name: str):
+    experiment = get_experiment(name)
+    lines = nuclei_csv_lines(db(), experiment, ResultFilters.from_request())
+    return Response(stream_with_context(lines), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-nuclei.csv"'})
+
+
+@web.get("/experiments/<name>/plots/<any(counts, areas, plate):plot>.png")
+def experiment_plot(name: str, plot: str):
+    experiment = get_experiment(name)
+    if plot == "areas":
+        return _png(area_histogram_png(nucleus_areas(db(), experiment=experiment), "Nucleus area, all images"))
+    rows = all_results(db(), experiment, ResultFilters.from_request())
+    return _png(counts_by_condition_png(rows) if plot == "counts" else plate_heatmap_png(rows))
+
+
+@web.get("/images/<image_id>")
+def image(image_id: str):
+    image = get_image(image_id)
+    job, result = result_for(db(), image)
+    nuclei = nucleus_rows(db(), result, limit=NUCLEI_SHOWN) if result else []
+    return render_template("image.html", image=image, job=job, result=result, nuclei=nuclei,
+                           nuclei_shown=NUCLEI_SHOWN)
+
+
+@web.get("/images/<image_id>/area.png")
+def image_area_plot(image_id: str):
+    image = get_image(image_id)
+    _job, result = result_for(db(), image)
+    return _png(area_histogram_png(nucleus_areas(db(), result=result) if result else []))
+
+
+@web.get("/images/<image_id>/<any(\"labels.tif\", \"overlay.png\", \"nuclei.csv\"):artifact>")
+def image_artifact(image_id: str, artifact: str):
+    return artifact_response(db(), get_image(image_id), artifact)

@@ -1,0 +1,3 @@
+from services.sweeper import main
+
+main()

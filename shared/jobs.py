@@ -1,0 +1,169 @@
+"""Job state transitions, shared by the worker and the sweeper.
+
+queued ──claim──▶ running ──complete──▶ done
+   ▲                 │ └────fail──────▶ failed   (a bad image: final, never retried)
+   └──release/requeue┘                           (a transient fault, or a lease that ran out)
+
+Every transition is one conditional UPDATE, so two deliveries of one job cannot both win: a job
+already `done` or `failed` is never claimed again, and `complete` writes the result, its nuclei and
+the `done` status in one transaction keyed by the job (results.job_id is unique).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from sqlalchemy import and_, insert, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.db.models import Image, Job, JobStatus, Nucleus, Result, utcnow
+from shared.db.session import session_scope
+
+log = logging.getLogger(__name__)
+
+OPEN = (JobStatus.queued, JobStatus.running)
+
+
+@contextmanager
+def write_scope(url: str | None = None) -> Iterator[Session]:
+    """A write transaction. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so it waits
+    out other writers with the busy timeout instead of failing with 'database is locked' when a read
+    would later have to upgrade to a write."""
+    with session_scope(url) as session:
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield session
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """What a worker needs to process a claimed job, read in the claiming transaction."""
+    job_id: str
+    image_id: str
+    object_key: str
+    filename: str
+    channel: int | None
+    condition: str | None
+    well: str | None
+    attempts: int
+
+
+def claim(job_id: str, worker: str, lease_seconds: int, takeover: bool = False,
+          url: str | None = None) -> ClaimedJob | None:
+    """Mark the job running under `worker` with a fresh lease, or return None when it is not ours to run:
+    unknown, already done or failed, or running under another worker whose lease still holds.
+    `takeover` (a retry of this very message) and a lease held under our own name (a worker restarted
+    under the same name) may take a running job over."""
+    now = utcnow()
+    may_take_over = [Job.lease_until.is_(None), Job.lease_until < now, Job.worker == worker]
+    if takeover:
+        may_take_over.append(true())
+    runnable = or_(Job.status == JobStatus.queued, and_(Job.status == JobStatus.running, or_(*may_take_over)))
+    with write_scope(url) as session:
+        claimed = session.execute(
+            update(Job).where(Job.id == job_id, runnable)
+            .values(status=JobStatus.running, lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=Job.attempts + 1, worker=worker, error=None, started=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not claimed:
+            return None
+        job, image = session.execute(select(Job, Image).join(Image, Job.image_id == Image.id)
+                                     .where(Job.id == job_id)).one()
+        return ClaimedJob(job_id=job.id, image_id=image.id, object_key=image.object_key, filename=image.filename,
+                          channel=image.channel, condition=image.condition, well=image.well, attempts=job.attempts)
+
+
+def complete(job_id: str, result: dict, nuclei: list[dict], url: str | None = None) -> bool:
+    """Record the outcome: job `done`, one Result, its Nucleus rows — all or nothing.
+    False when the job was already finished (a duplicate delivery); nothing is written then."""
+    now = utcnow()
+    try:
+        with write_scope(url) as session:
+            finished = session.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(OPEN))
+                .values(status=JobStatus.done, finished=now, lease_until=None, error=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not finished:
+                return False
+            row = Result(job_id=job_id, created=now, **result)
+            session.add(row)
+            session.flush()
+            if nuclei:
+                session.execute(insert(Nucleus), [{**n, "result_id": row.id} for n in nuclei])
+        return True
+    except IntegrityError:
+        # another delivery committed the result between our checks (possible only across databases'
+        # isolation quirks); the unique key kept it single
+        log.info("result already recorded", extra={"job_id": job_id})
+        return False
+
+
+def fail(job_id: str, reason: str, url: str | None = None) -> bool:
+    """Final failure with a readable reason (a bad image, a poison input). False if already finished."""
+    with write_scope(url) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(OPEN))
+            .values(status=JobStatus.failed, error=reason[:2000], finished=utcnow(), lease_until=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount)
+
+
+def release(job_id: str, reason: str, retry_in_seconds: float, lease_seconds: int, url: str | None = None) -> bool:
+    """Give a running job back to the queue after a transient fault; a retry message is on its way.
+    The lease covers the wait, so the sweeper only steps in if that message never arrives."""
+    until = utcnow() + timedelta(seconds=retry_in_seconds + lease_seconds)
+    with write_scope(url) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(OPEN))
+            .values(status=JobStatus.queued, error=f"retrying: {reason}"[:2000], lease_until=until)
+            .execution_options(synchronize_session=False)
+        ).rowcount)
+
+
+def stale_filter(now: datetime, lease_seconds: int):
+    """Open jobs whose lease ran out, or that never had one and are older than a lease."""
+    return and_(Job.status.in_(OPEN),
+                or_(Job.lease_until < now,
+                    and_(Job.lease_until.is_(None), Job.created < now - timedelta(seconds=lease_seconds))))
+
+
+def list_stale(session: Session, now: datetime | None = None, lease_seconds: int = 300, limit: int = 1000) -> list[str]:
+    now = now or utcnow()
+    return list(session.scalars(select(Job.id).where(stale_filter(now, lease_seconds))
+                                .order_by(Job.created).limit(limit)))
+
+
+def requeue_stale(job_id: str, lease_seconds: int, url: str | None = None) -> bool:
+    """Put a stale job back to `queued` with a new lease and count the message about to be sent.
+    Conditional on it still being stale, so two sweepers do not both re-send it."""
+    now = utcnow()
+    with write_scope(url) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, stale_filter(now, lease_seconds))
+            .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease_seconds),
+                    enqueued=Job.enqueued + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount)
+
+
+def requeue_orphans(worker: str, lease_seconds: int, url: str | None = None) -> list[str]:
+    """Jobs left `running` under this worker's name by an earlier incarnation of it (a worker runs one
+    task at a time, so at its start nothing can legitimately be running under its name). They go
+    back to `queued` with a new lease and a counted message; the caller sends the messages."""
+    now = utcnow()
+    with write_scope(url) as session:
+        orphans = list(session.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.worker == worker)))
+        if orphans:
+            session.execute(
+                update(Job).where(Job.id.in_(orphans), Job.status == JobStatus.running, Job.worker == worker)
+                .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease_seconds),
+                        enqueued=Job.enqueued + 1)
+                .execution_options(synchronize_session=False))
+    return orphans

@@ -1,0 +1,73 @@
+"""`nucleus up`: one foreground command runs API, workers, trainer and sweeper; replaces a killed
+worker within seconds; SIGTERM leaves nothing running."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.support.http import Client
+from tests.support.pipeline import weights_overrides
+from tests.support.stack import EmbeddedStack
+from tests.support.wait import wait_for
+
+
+def session_processes(stack: EmbeddedStack) -> dict[int, str]:
+    out = subprocess.run(["ps", "-o", "pid=,args=", "-s", str(stack.process.pid)], capture_output=True,
+                         text=True).stdout
+    return {int(pid): args for pid, _, args in (line.strip().partition(" ") for line in out.splitlines())}
+
+
+def segment_workers(stack: EmbeddedStack) -> set[int]:
+    return {pid for pid, args in session_processes(stack).items() if "services.worker.app worker" in args}
+
+
+@pytest.fixture
+def stack(tmp_path):
+    stack = EmbeddedStack(tmp_path / "data", worker_processes=2, **weights_overrides())
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_up_runs_everything_restarts_a_killed_worker_and_stops_cleanly(stack, dsb_samples):
+    log = stack.log_tail(400)
+    assert stack.url in log
+    first_token = next(line.strip() for line in log.splitlines() if line.startswith("nuc_"))
+    processes = session_processes(stack)
+    assert len(segment_workers(stack)) == 2
+    assert any("services.trainer.app worker" in args for args in processes.values())
+    assert any("services.sweeper" in args for args in processes.values())
+    assert any("gunicorn" in args for args in processes.values())
+    assert Client(stack.url, first_token).get("/api/v1/experiments").status_code == 200
+
+    victim = min(segment_workers(stack))
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(segment_workers(stack)) == 2 and victim not in segment_workers(stack), timeout=15,
+             interval=0.2, message="killed worker replaced")
+
+    client = Client(stack.url, stack.token)
+    assert client.create_experiment("after-kill").status_code == 201
+    uploaded = client.upload("after-kill", [dsb_samples[0].path])
+    assert uploaded.status_code == 202, uploaded.text
+    assert client.wait_job(uploaded.json()["images"][0]["job_id"], timeout=120)["status"] == "done"
+
+    pids = set(session_processes(stack)) - {stack.process.pid}
+    stack.process.send_signal(signal.SIGTERM)  # the supervisor alone: it must stop its children itself
+    assert stack.process.wait(30) == 0
+    leftovers = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "zombie" not in
+                 open(f"/proc/{pid}/status").read()]
+    assert leftovers == [] and stack.group_pids() == []
+
+
+def test_a_second_start_on_the_same_data_dir_prints_no_new_token(tmp_path):
+    data_dir = tmp_path / "data"
+    with EmbeddedStack(data_dir, **weights_overrides()) as first:
+        pass
+    first_log = first.log_path.read_text()
+    assert sum(line.startswith("nuc_") for line in first_log.splitlines()) == 1
+    with EmbeddedStack(data_dir, **weights_overrides()):
+        pass
+    assert sum(line.startswith("nuc_") for line in first.log_path.read_text().splitlines()) == 1
