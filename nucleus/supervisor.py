@@ -93,11 +93,16 @@ class Supervisor:
     def request_stop(self, *_args) -> None:
         self.stopping = True
 
-    def run(self) -> None:
-        """Supervise until SIGINT/SIGTERM, then stop everything."""
+    def handle_signals(self) -> None:
+        """From now on SIGINT/SIGTERM stop the supervisor (and so its children) instead of killing it."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.request_stop)
-        self.start_all()
+
+    def run(self) -> None:
+        """Supervise until SIGINT/SIGTERM, then stop everything."""
+        self.handle_signals()
+        if not self.stopping:
+            self.start_all()
         try:
             while not self.stopping:
                 self.check()

@@ -99,8 +99,8 @@ def complete(job_id: str, result: dict, nuclei: list[dict], url: str | None = No
                 session.execute(insert(Nucleus), [{**n, "result_id": row.id} for n in nuclei])
         return True
     except IntegrityError:
-        # another delivery committed the result between our checks (possible only across databases'
-        # isolation quirks); the unique key kept it single
+        # the conditional UPDATE above already serialises deliveries; the unique keys on results
+        # (job_id, image_id) are the last guard, and they held
         log.info("result already recorded", extra={"job_id": job_id})
         return False
 

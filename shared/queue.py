@@ -110,9 +110,3 @@ def queue_depth(queue: str) -> int | None:
         log.warning("queue depth unavailable", extra={"queue": queue, "error": str(exc)})
         return None
 
-
-def reset_producer() -> None:
-    """Forget the cached producer (after settings changed, e.g. in tests)."""
-    if producer_app.cache_info().currsize:
-        producer_app().close()
-    producer_app.cache_clear()

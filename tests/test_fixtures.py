@@ -13,17 +13,17 @@ from tests.support.env import service_env
 from tests.support.wait import wait_for
 
 
-def test_pg_url_is_a_fresh_writable_database(pg_url):
+def test_pg_url_is_a_private_writable_database(pg_url):
+    # Session-scoped: other tests may already have migrated it, so this only owns its own table.
+    assert pg_url.rsplit("/", 1)[1].startswith("nucleus_test_")
     engine = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
     with engine.begin() as conn:
-        assert conn.execute(sqlalchemy.text(
-            "select count(*) from information_schema.tables where table_schema = 'public'")).scalar() == 0
-        conn.execute(sqlalchemy.text("create table probe (n int)"))
-        conn.execute(sqlalchemy.text("insert into probe values (42)"))
-    with engine.connect() as conn:
-        assert conn.execute(sqlalchemy.text("select n from probe")).scalar() == 42
-        conn.execute(sqlalchemy.text("drop table probe"))
-        conn.commit()
+        assert conn.execute(sqlalchemy.text("select current_database()")).scalar() == pg_url.rsplit("/", 1)[1]
+        conn.execute(sqlalchemy.text("create table fixture_probe (n int)"))
+        conn.execute(sqlalchemy.text("insert into fixture_probe values (42)"))
+    with engine.begin() as conn:
+        assert conn.execute(sqlalchemy.text("select n from fixture_probe")).scalar() == 42
+        conn.execute(sqlalchemy.text("drop table fixture_probe"))
 
 
 def test_redis_url_is_a_leased_empty_database(redis_url):

@@ -125,7 +125,7 @@ def test_a_file_written_in_several_goes_is_sent_once_and_complete(tmp_path, watc
             ) == ("C04", "2")
     assert entries["Plate1/Plate1_B02_s1_w1.png"]["sha256"] == sha(whole)
     assert ingester.log().count("sent Plate1/Plate1_B02_s1_w1.png") == 1
-    assert "rejected" not in ingester.log()
+    assert " ERROR " not in ingester.log() and " WARNING " not in ingester.log()
 
 
 def test_a_copy_of_a_file_becomes_one_image(tmp_path, watched, embedded_stack, images):
@@ -161,7 +161,7 @@ def test_a_restarted_ingester_resends_nothing(tmp_path, watched, embedded_stack,
                            "--settle", "0.3", state=first.state)
     assert second.run_once() == 0, second.log()
     assert second.log().count(" sent ") == 1 and "sent r01c03f01p01-ch1.png" in second.log()
-    assert "duplicate" not in second.log()  # the others were not even offered to the server
+    assert "INFO duplicate " not in second.log()  # the others were not even offered to the server
 
     third = IngestProcess(tmp_path, watched, embedded_stack.url, embedded_stack.token, "ingest-restart",
                           "--settle", "0.3", state=first.state)
@@ -217,22 +217,14 @@ def test_the_server_stopped_and_restarted_during_the_run(tmp_path, watched, imag
         stack.start()  # same data directory and port; the token is still valid
         (watched / names[4]).write_bytes(images[4])
         entries = ingester.wait_delivered([*names, "copy-of-A01.png"], timeout=60)
+        on_server = [image["sha256"] for image in server_images(client, "ingest-outage")]
     finally:
         code = ingester.stop() if ingester else None
         stack.stop()
     assert code == 0, ingester.log()
 
-    expected = {sha(image) for image in images[:5]}
-    on_server = [image["sha256"] for image in server_images_after(stack, client, "ingest-outage")]
-    assert sorted(on_server) == sorted(expected)  # all five, each exactly once
+    assert sorted(on_server) == sorted(sha(image) for image in images[:5])  # all five, each exactly once
     log = ingester.log()
     assert all(log.count(f"sent {name}") == 1 for name in names), log
     assert entries["copy-of-A01.png"]["outcome"] == "duplicate"
 
-
-def server_images_after(stack: EmbeddedStack, client: Client, experiment: str) -> list[dict]:
-    stack.start()
-    try:
-        return server_images(client, experiment)
-    finally:
-        stack.stop()

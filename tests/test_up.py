@@ -62,12 +62,29 @@ def test_up_runs_everything_restarts_a_killed_worker_and_stops_cleanly(stack, ds
     assert leftovers == [] and stack.group_pids() == []
 
 
-def test_a_second_start_on_the_same_data_dir_prints_no_new_token(tmp_path):
-    data_dir = tmp_path / "data"
-    with EmbeddedStack(data_dir, **weights_overrides()) as first:
-        pass
-    first_log = first.log_path.read_text()
-    assert sum(line.startswith("nuc_") for line in first_log.splitlines()) == 1
-    with EmbeddedStack(data_dir, **weights_overrides()):
-        pass
-    assert sum(line.startswith("nuc_") for line in first.log_path.read_text().splitlines()) == 1
+def start_and_stop(data_dir) -> list[str]:
+    """Run `nucleus up` until it has printed its start-up lines, then SIGTERM it; return its stdout lines."""
+    from tests.support.env import service_env
+    from tests.support.net import free_port
+    from tests.support.stack import NUCLEUS
+
+    process = subprocess.Popen([str(NUCLEUS), "up", "--port", str(free_port()), "--data-dir", str(data_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env=service_env(data_dir, **weights_overrides()), start_new_session=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line.strip())
+        if line.startswith("data directory:"):
+            break
+    process.send_signal(signal.SIGTERM)  # the token, if any, was printed in the same flush; read to the end
+    lines += [line.strip() for line in process.stdout]
+    assert process.wait(30) == 0
+    return lines
+
+
+def test_only_a_new_data_dir_prints_a_first_admin_token(tmp_path):
+    first = start_and_stop(tmp_path / "data")
+    assert any("http://127.0.0.1:" in line for line in first)
+    assert sum(line.startswith("nuc_") for line in first) == 1
+    second = start_and_stop(tmp_path / "data")
+    assert not any(line.startswith("nuc_") for line in second)

@@ -85,17 +85,17 @@ def up(port, data_dir, workers, host):
     if not _port_free(host, port):
         raise click.ClickException(f"port {port} on {host} is already in use; pick another with --port")
 
+    supervisor = Supervisor(env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=str(data_dir))
+    supervisor.handle_signals()  # a stop request during start-up is honoured, not fatal
+    for name, argv in child_commands(port, host, settings.worker_processes).items():
+        supervisor.add(name, argv)
+
     upgrade()
     token = first_admin_token()
     if settings.s3_endpoint:
         from shared.storage import get_store
 
         get_store().ensure_bucket()
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    supervisor = Supervisor(env=env, cwd=str(data_dir))
-    for name, argv in child_commands(port, host, settings.worker_processes).items():
-        supervisor.add(name, argv)
 
     click.echo(f"nucleus is starting at http://{host}:{port}")
     click.echo(f"data directory: {data_dir}")

@@ -21,9 +21,9 @@ class Counts:
     retrying: str = ""    # why the server is being waited for, if it is
 
     def line(self) -> str:
-        text = (f"seen {self.seen} · settling {self.settling} · queued {self.queued} · sent {self.sent} · "
-                f"duplicate {self.duplicates} · failed {self.failed}")
-        return f"{text} · retrying: {self.retrying}" if self.retrying else text
+        text = (f"seen {self.seen} | settling {self.settling} | queued {self.queued} | sent {self.sent} | "
+                f"duplicate {self.duplicates} | failed {self.failed}")
+        return f"{text} | retrying: {self.retrying}" if self.retrying else text
 
 
 class Console:
@@ -41,7 +41,10 @@ class Console:
         if not self.live:
             return
         width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
-        self._status = counts.line()[:width]
+        line = counts.line()[:width]
+        if line == self._status:
+            return
+        self._status = line
         self.stream.write("\r\x1b[2K" + self._status)
         self.stream.flush()
 

@@ -53,10 +53,11 @@ class Ingester:
         self._attempts: dict[str, int] = {}         # retried files go to the back of the queue
         self._empty: set[tuple[str, int, int]] = set()  # empty files already reported
         self._paused_until = 0.0
+        self._folder_present = True
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunTotals:
-        log.info("watching %s → %s, experiment %r (settle %.3g s%s)", self.folder, self.client.base,
+        log.info("watching %s -> %s, experiment %r (settle %.3g s%s)", self.folder, self.client.base,
                  self.client.experiment, self.tracker.settle, ", once" if self.once else "")
         while not self.stop.is_set():
             waiting = self.step()
@@ -71,6 +72,12 @@ class Ingester:
 
     def step(self) -> int:
         """One scan and as many uploads as the server takes. Returns how many files are still waiting."""
+        if self.folder.is_dir() != self._folder_present:
+            self._folder_present = not self._folder_present
+            if not self._folder_present:
+                log.warning("the watched folder %s is not there (unmounted?); waiting for it", self.folder)
+            else:
+                log.info("the watched folder %s is back", self.folder)
         files = list_images(self.folder)
         new = [f for f in files if self.state.unchanged(f.relative, f.size, f.mtime_ns) is None]
         settled, changing = self.tracker.update(new)
@@ -167,7 +174,7 @@ class Ingester:
             log.info("duplicate %s: the server already has these bytes (image %s)", info.relative, image_id)
         else:
             self.totals.sent += 1
-            log.info("sent %s → image %s, job %s%s", info.relative, image_id, job_id,
+            log.info("sent %s -> image %s, job %s%s", info.relative, image_id, job_id,
                      f" ({described})" if described else "")
 
     def _ensure_experiment(self, rel: str) -> bool:

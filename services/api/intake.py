@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import os
 from dataclasses import dataclass, field
 
@@ -28,6 +29,10 @@ from shared.storage import ObjectStore, StorageUnavailable
 log = logging.getLogger(__name__)
 
 TEXT_FIELDS = {"condition": 200, "well": 20, "plate": 200, "site": 20}
+KNOWN_FIELDS = {*TEXT_FIELDS, "channel", "pixel_size_um", "file", "csrf_token"}
+# Other form fields (e.g. an ingester's `instrument_channel`) are kept as free metadata.
+EXTRA_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MAX_EXTRA_FIELDS, MAX_EXTRA_LENGTH = 20, 200
 READ_CHUNK = 1 << 20
 
 
@@ -52,15 +57,28 @@ class CheckedFile:
     height: int
 
 
+def _text_field(form: MultiDict, name: str, limit: int) -> str | None:
+    value = (form.get(name) or "").strip()
+    if len(value) > limit:
+        raise ApiError(400, "invalid_field", f"{name} is longer than {limit} characters", field=name)
+    if any(ord(ch) < 32 for ch in value):
+        raise ApiError(400, "invalid_field", f"{name} holds control characters", field=name)
+    return value or None
+
+
 def parse_metadata(form: MultiDict) -> Metadata:
     meta = Metadata()
     for name, limit in TEXT_FIELDS.items():
-        value = (form.get(name) or "").strip()
-        if len(value) > limit:
-            raise ApiError(400, "invalid_field", f"{name} is longer than {limit} characters", field=name)
-        if any(ord(ch) < 32 for ch in value):
-            raise ApiError(400, "invalid_field", f"{name} holds control characters", field=name)
-        setattr(meta, name, value or None)
+        setattr(meta, name, _text_field(form, name, limit))
+    extra_names = [n for n in form.keys() if n not in KNOWN_FIELDS]
+    if len(extra_names) > MAX_EXTRA_FIELDS:
+        raise ApiError(400, "invalid_field", f"at most {MAX_EXTRA_FIELDS} extra metadata fields")
+    for name in extra_names:
+        if not EXTRA_FIELD_NAME.match(name):
+            raise ApiError(400, "invalid_field", f"metadata field names are lower-case words: {name[:40]!r}", field=name)
+        value = _text_field(form, name, MAX_EXTRA_LENGTH)
+        if value is not None:
+            meta.extra[name] = value
     channel = (form.get("channel") or "").strip()
     if channel:
         if not channel.isdigit() or int(channel) > 1024:

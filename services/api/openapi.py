@@ -120,6 +120,59 @@ SCHEMAS = {
         "type": "object", "required": ["status"],
         "properties": {"status": {"type": "string"}, "checks": {"type": "object", "additionalProperties": {"type": "string"}}},
     },
+    "LabelForm": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "format": "binary",
+                                "description": "a 16-bit PNG or TIFF label image the size of the image (0 = "
+                                               "background, 1..N = nuclei), or a zip of per-nucleus binary masks"}},
+    },
+    "Label": {
+        "type": "object", "required": ["id", "image_id", "count", "sha256"],
+        "properties": {"id": {"type": "string"}, "image_id": {"type": "string"}, "count": {"type": "integer"},
+                       "sha256": {"type": "string", "description": "of the stored, normalised label image"},
+                       "created": NULLABLE_STRING, "filename": {"type": "string"},
+                       "duplicate": {"type": "boolean"},
+                       "links": {"type": "object", "properties": {"labels": {"type": "string"}}}},
+    },
+    "LabelList": {
+        "type": "object", "required": ["labels"],
+        "properties": {"labels": {"type": "array", "items": _ref("Label")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
+    "NewTrainingRun": {
+        "type": "object",
+        "properties": {"epochs": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
+                       "force_promote": {"type": "boolean", "default": False,
+                                         "description": "activate the new version even if it regresses"}},
+    },
+    "TrainingRunCreated": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
+    "TrainingRun": {
+        "type": "object", "required": ["id", "status", "progress", "metrics", "version", "promoted"],
+        "properties": {"id": {"type": "string"}, "status": STATUS,
+                       "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                       "metrics": {"type": "object", "additionalProperties": True},
+                       "version": {**NULLABLE_STRING, "description": "exactly what later results report as "
+                                                                     "model_version"},
+                       "promoted": {"type": "boolean", "nullable": True}, "error": NULLABLE_STRING,
+                       "epochs": {"type": "integer"}, "force_promote": {"type": "boolean"},
+                       "created": NULLABLE_STRING, "started": NULLABLE_STRING, "finished": NULLABLE_STRING},
+    },
+    "TrainingRunList": {
+        "type": "object", "required": ["training_runs", "total", "page", "per_page"],
+        "properties": {"training_runs": {"type": "array", "items": _ref("TrainingRun")},
+                       "total": {"type": "integer"}, "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
+    "Model": {
+        "type": "object", "required": ["version", "parent", "created", "training_summary", "metrics", "active"],
+        "properties": {"version": {"type": "string"}, "parent": NULLABLE_STRING, "created": NULLABLE_STRING,
+                       "training_summary": {"type": "object", "additionalProperties": True},
+                       "metrics": {"type": "object", "additionalProperties": True}, "active": {"type": "boolean"}},
+    },
+    "ModelList": {
+        "type": "object", "required": ["models", "total", "page", "per_page"],
+        "properties": {"models": {"type": "array", "items": _ref("Model")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
 }
 
 RESPONSES = {
@@ -140,6 +193,10 @@ PARAMETERS = {
              "description": "experiment name"},
     "image_id": {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}},
     "job_id": {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "label_id": {"name": "label_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "run_id": {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                "description": "a model version, as results report it in model_version"},
     "condition": {"name": "condition", "in": "query", "schema": {"type": "string"}},
     "well": {"name": "well", "in": "query", "schema": {"type": "string"}},
     "status": {"name": "status", "in": "query", "schema": STATUS},
@@ -230,6 +287,63 @@ PATHS = {
     "/images/{image_id}/labels.tif": _file("image/tiff", "Label image: 16-bit TIFF (32-bit above 65535 nuclei), 0 = background"),
     "/images/{image_id}/overlay.png": _file("image/png", "Outlines of the nuclei on the image"),
     "/images/{image_id}/nuclei.csv": _file("text/csv", "One row per nucleus"),
+    "/images/{image_id}/labels": {
+        "post": {
+            "summary": "Attach a label image (uploader); the same labels for the same image again answer 200 with "
+                       "the existing row", "tags": ["training"], "parameters": _params("image_id"),
+            "requestBody": {"required": True, "content": {"multipart/form-data": {
+                "schema": _ref("LabelForm"), "encoding": {"file": {"contentType": "application/octet-stream"}}}}},
+            "responses": {"201": _json(_ref("Label"), "Stored"), "200": _json(_ref("Label"), "Already stored"),
+                          "400": _error("BadRequest"), "404": _error("NotFound"), "413": _error("TooLarge"),
+                          **AUTH_ERRORS},
+        },
+        "get": {"summary": "The image's label uploads, newest first", "tags": ["training"],
+                "parameters": _params("image_id"),
+                "responses": {"200": _json(_ref("LabelList"), "Labels"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/labels": {
+        "get": {"summary": "Every label uploaded for the experiment's images", "tags": ["training"],
+                "parameters": _params("name", "page", "per_page"),
+                "responses": {"200": _json(_ref("LabelList"), "A page of labels"), "400": _error("BadRequest"),
+                              "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/labels/{label_id}/labels.png": {
+        "get": {"summary": "A stored label image: 16-bit PNG (32-bit TIFF above 65535 nuclei)", "tags": ["training"],
+                "parameters": _params("label_id"),
+                "responses": {"200": {"description": "The label image",
+                                      "content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
+                                                  "image/tiff": {"schema": {"type": "string", "format": "binary"}}}},
+                              "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/training-runs": {
+        "post": {"summary": "Start a training run (admin)", "tags": ["training"],
+                 "requestBody": {"required": False,
+                                 "content": {"application/json": {"schema": _ref("NewTrainingRun")}}},
+                 "responses": {"202": _json(_ref("TrainingRunCreated"), "Queued"), "400": _error("BadRequest"),
+                               **AUTH_ERRORS}},
+        "get": {"summary": "Training runs, newest first", "tags": ["training"],
+                "parameters": _params("page", "per_page"),
+                "responses": {"200": _json(_ref("TrainingRunList"), "A page of runs"), "400": _error("BadRequest"),
+                              **AUTH_ERRORS}},
+    },
+    "/training-runs/{run_id}": {
+        "get": {"summary": "A training run's status, progress, metrics and the version it produced",
+                "tags": ["training"], "parameters": _params("run_id"),
+                "responses": {"200": _json(_ref("TrainingRun"), "The run"), "404": _error("NotFound"),
+                              **AUTH_ERRORS}},
+    },
+    "/models": {
+        "get": {"summary": "Every model version, newest first; one is active", "tags": ["models"],
+                "parameters": _params("page", "per_page"),
+                "responses": {"200": _json(_ref("ModelList"), "A page of model versions"),
+                              "400": _error("BadRequest"), **AUTH_ERRORS}},
+    },
+    "/models/{version}/activate": {
+        "post": {"summary": "Make this version the active model (admin); an older one rolls back. Workers switch "
+                            "on their next job", "tags": ["models"], "parameters": _params("version"),
+                 "responses": {"200": _json(_ref("Model"), "Now active"), "404": _error("NotFound"),
+                               "409": _error("Conflict"), **AUTH_ERRORS}},
+    },
     "/openapi.json": {
         "get": {"summary": "This document", "tags": ["meta"],
                 "responses": {"200": {"description": "OpenAPI 3 document",

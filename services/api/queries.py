@@ -131,7 +131,7 @@ def result_row(image: Image, job: Job, result: Result | None) -> dict:
         "model_version": result.model_version if result else None,
         "area_mean": result.area_mean if result else None, "area_median": result.area_median if result else None,
         "area_min": result.area_min if result else None, "area_max": result.area_max if result else None,
-        "created": iso(image.created),
+        "created": iso(image.created), "extra": image.extra or {},
     }
 
 

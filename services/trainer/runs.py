@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.datasets import LabelledImage, default_dsb_dir, guess_kind, iter_labelled, list_names, validation_names
 from shared.db.models import Image, JobStatus, Label, TrainingRun
 from shared.db.session import session_scope
+from shared.jobs import write_scope
 from shared.imageio import decode
 from shared.storage import ObjectStore
 
@@ -39,7 +40,7 @@ def is_held_out(image_id: str) -> bool:
 
 
 def _set(run_id: str, **values) -> None:
-    with session_scope() as session:
+    with write_scope() as session:
         run = session.get(TrainingRun, run_id)
         for key, value in values.items():
             setattr(run, key, value)
@@ -89,7 +90,7 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
     from shared.model.segmenter import export_weights, weights_version
     from shared.training import TrainConfig, prepare, train
 
-    with session_scope() as session:
+    with write_scope() as session:
         run = session.get(TrainingRun, run_id)
         if run is None or run.status in (JobStatus.done, JobStatus.failed):
             return
@@ -150,7 +151,7 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
     record = {**metrics, "parent": parent_metrics, "regression": regressions, "gate_passed": passes_gate,
               "tolerance": settings.promotion_tolerance}
 
-    with session_scope() as session:
+    with write_scope() as session:
         registry.publish(session, store, version, new_raw, parent=parent_version, metrics=record,
                          training_summary=summary, manifest_sha256=manifest_sha)
         if promote:

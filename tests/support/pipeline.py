@@ -143,3 +143,75 @@ def tiled_png(sample, times: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.tile(image, (times, times, 1))).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+class TcpProxy:
+    """A loopback TCP proxy to cut and restore: `cut()` closes the port and every open connection
+    (the target looks unreachable), `restore()` listens on the same port again."""
+
+    def __init__(self, target_host: str, target_port: int):
+        from tests.support.net import free_port
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self.endpoint = f"127.0.0.1:{self.port}"
+        self._listener = None
+        self._connections: list = []
+        self.restore()
+
+    def restore(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self._connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        import socket
+
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for sock in self._connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except OSError:
+                pass
+        self._connections = []

@@ -15,7 +15,7 @@ def image_json(image, job) -> dict:
         "id": image.id, "experiment": image.experiment.name, "filename": image.filename, "sha256": image.sha256,
         "width": image.width, "height": image.height, "size_bytes": image.size_bytes,
         "condition": image.condition, "well": image.well, "plate": image.plate, "site": image.site,
-        "channel": image.channel, "pixel_size_um": image.pixel_size_um,
+        "channel": image.channel, "pixel_size_um": image.pixel_size_um, "extra": image.extra or {},
         "created": iso(image.created),
         "job_id": job.id if job else None, "status": job.status.value if job else None,
         "error": job.error if job else None,

@@ -1,4 +1,5 @@
-"""The pages a scientist uses: sign in, experiments, an experiment's history, one image's result."""
+"""The pages a scientist uses: sign in, experiments, an experiment's history, one image's result,
+its label uploads, and the models page (versions, activation, training runs)."""
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -14,10 +15,15 @@ from services.api.downloads import artifact_response
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
 from services.api.queries import (
-    ResultFilters, all_results, count_rows, nuclei_csv_lines, nucleus_areas, nucleus_rows, page_from_request,
+    Page, ResultFilters, all_results, count_rows, nuclei_csv_lines, nucleus_areas, nucleus_rows, page_from_request,
     page_of_results, result_for, results_csv,
 )
 from services.api.rest.experiments import create_experiment, valid_name
+from services.api.rest.labels import accept_label, label_file, labels_of_image
+from services.api.rest.models import activate_version, page_of_models
+from services.api.rest.training import (
+    OPEN, create_run, page_of_runs, parse_run_request, start_run_if_enough_labels,
+)
 from services.api.web import web
 from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
 from shared.auth import verify_token
@@ -163,7 +169,77 @@ def image(image_id: str):
     job, result = result_for(db(), image)
     nuclei = nucleus_rows(db(), result, limit=NUCLEI_SHOWN) if result else []
     return render_template("image.html", image=image, job=job, result=result, nuclei=nuclei,
-                           nuclei_shown=NUCLEI_SHOWN)
+                           nuclei_shown=NUCLEI_SHOWN, labels=labels_of_image(image),
+                           may_label=g.principal.has_role("uploader"))
+
+
+@web.post("/images/<image_id>/labels")
+def upload_labels(image_id: str):
+    require_role("uploader")
+    image = get_image(image_id)
+    settings = current_app.config["NUCLEUS_SETTINGS"]
+    try:
+        row, created = accept_label(image, request.files.get("file"), settings, current_app.extensions["nucleus_store"])
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        flash(f"The labels were not stored. {exc.message}", "error")
+        return redirect(url_for("web.image", image_id=image_id), code=303)
+    if created:
+        start_run_if_enough_labels(settings)
+        flash(f"Labels stored: {row['count']} nuclei.", "ok")
+    else:
+        flash("These labels were already stored for this image.", "ok")
+    return redirect(url_for("web.image", image_id=image_id), code=303)
+
+
+@web.get("/labels/<label_id>/labels.png")
+def label_download(label_id: str):
+    return label_file(label_id)
+
+
+RUNS_SHOWN = 20
+
+
+@web.get("/models")
+def models():
+    page = page_from_request()
+    rows, total = page_of_models(page)
+    runs, _runs_total = page_of_runs(Page(page=1, per_page=RUNS_SHOWN))
+    return render_template("models.html", models=rows, total=total, page=page, runs=runs,
+                           training=any(run.status in OPEN for run in runs),
+                           may_admin=g.principal.has_role("admin"))
+
+
+@web.post("/models/<version>/activate")
+def activate(version: str):
+    require_role("admin")
+    try:
+        activate_version(version)
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        flash(exc.message, "error")
+        return redirect(url_for("web.models"), code=303)
+    flash(f"{version} is now the active model; new jobs use it.", "ok")
+    return redirect(url_for("web.models"), code=303)
+
+
+@web.post("/training-runs")
+def start_training():
+    require_role("admin")
+    try:
+        epochs = (request.form.get("epochs") or "1").strip()
+        if not epochs.isdigit():
+            raise ApiError(400, "invalid_field", f"epochs must be a whole number, not {epochs!r}")
+        epochs, force = parse_run_request({"epochs": int(epochs),
+                                           "force_promote": request.form.get("force_promote") in ("on", "true", "1")})
+    except ApiError as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("web.models"), code=303)
+    run_id = create_run(current_app.config["NUCLEUS_SETTINGS"], epochs, force)
+    flash(f"Training run {run_id} queued.", "ok")
+    return redirect(url_for("web.models"), code=303)
 
 
 @web.get("/images/<image_id>/area.png")

@@ -1,0 +1,173 @@
+"""The retraining loop on real parts: `nucleus up` (API, worker, trainer, file-system broker, SQLite,
+local object store) with a tiny training budget, driven over HTTP as a scientist and an admin would.
+
+labels uploaded -> forced run -> new version published and active -> the next job reports it;
+a run on scrambled labels -> recorded, published, not promoted; rollback -> the next job reports
+the old version again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import data
+from tests.support.http import Client
+from tests.support.pipeline import weights_overrides
+from tests.support.stack import EmbeddedStack
+from tests.support.wait import wait_for
+from tests.test_api_harness import png_bytes
+
+# A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops.
+TINY_BUDGET = dict(training_steps_per_epoch=2, training_base_limit=4, training_validation_limit=3,
+                   training_crop=96, training_batch=2)
+# With the default learning rate, 16 steps on scrambled labels barely move the model and the gate
+# (rightly) lets it through; a higher rate, with user labels making up most samples, makes the
+# scrambled run regress on the validation images by far more than the tolerance.
+SCRAMBLED_EPOCHS = 8
+GATE_SETTINGS = dict(training_user_share=0.9, training_lr=2e-3)
+RUN_TIMEOUT = 420
+
+
+def small_base_set(root: Path) -> Path:
+    """A base set of links to real DSB images: 4 to train on and 3 from the fixed validation split,
+    all 256x256 fluorescence (the default limits would take the split's first images, 1024x1024
+    brightfield: slow to score). The user images (dsb_samples) are not among them."""
+    validation = data.pick("fluorescence", 256, 256, n=7)[4:]
+    held = data.validation_ids()
+    train = [s for s in data.load_index() if s.kind == "fluorescence" and s.width == 256 and s.height == 256
+             and s.image_id not in held][:4]
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    for sample in validation + train:
+        (root / "images" / sample.path.name).symlink_to(sample.path)
+        (root / "labels" / sample.labels_path.name).symlink_to(sample.labels_path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    base = small_base_set(tmp_path_factory.mktemp("base"))
+    with EmbeddedStack(tmp_path_factory.mktemp("retrain"), training_base_dir=base, **TINY_BUDGET, **GATE_SETTINGS,
+                       **weights_overrides()) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(stack) -> Client:
+    return Client(stack.url, stack.token)
+
+
+def upload_and_wait(client: Client, experiment: str, filename: str, data: bytes) -> dict:
+    response = client.upload(experiment, [(filename, data)])
+    assert response.status_code == 202, response.text
+    image = response.json()["images"][0]
+    job = client.wait_job(image["job_id"], timeout=180)
+    assert job["status"] == "done", job
+    result = client.get(f"/api/v1/images/{image['id']}/result").json()
+    return {"image_id": image["id"], "model_version": result["model_version"], "count": result["count"]}
+
+
+def post_labels(client: Client, image_id: str, data: bytes) -> dict:
+    response = client.post(f"/api/v1/images/{image_id}/labels", files={"file": ("labels.png", data, "image/png")})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def run_to_end(client: Client, stack: EmbeddedStack, **body) -> dict:
+    response = client.post("/api/v1/training-runs", json=body)
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    seen = []
+
+    def finished():
+        run = client.get(f"/api/v1/training-runs/{run_id}").json()
+        seen.append((run["status"], run["progress"]))
+        return run if run["status"] in ("done", "failed") else None
+
+    try:
+        run = wait_for(finished, timeout=RUN_TIMEOUT, interval=1.0, message=f"training run {run_id}")
+    except TimeoutError:
+        raise AssertionError(f"run {run_id} did not finish; seen {seen[-5:]}; log:\n{stack.log_tail()}") from None
+    assert run["status"] == "done", f"{run}\n{stack.log_tail()}"
+    return run
+
+
+def scrambled(height: int, width: int, seed: int) -> bytes:
+    """Random discs where no nucleus need be: labels that teach the model nothing true."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((height, width), np.uint16)
+    yy, xx = np.mgrid[:height, :width]
+    for i in range(1, 25):
+        cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(3, 12)
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return png_bytes(labels)
+
+
+def active_version(client: Client) -> str:
+    models = client.get("/api/v1/models?per_page=1000").json()["models"]
+    active = [m["version"] for m in models if m["active"]]
+    assert len(active) == 1, models
+    return active[0]
+
+
+@pytest.fixture(scope="module")
+def loop(client, stack, dsb_samples):
+    """Images with real labels, then one forced run; what the later tests build on."""
+    assert client.create_experiment("retrain").status_code == 201
+    before = [upload_and_wait(client, "retrain", s.path.name, s.path.read_bytes()) for s in dsb_samples[:3]]
+    shipped = before[0]["model_version"]
+    assert {b["model_version"] for b in before} == {shipped}
+    for sample, image in zip(dsb_samples, before):
+        assert post_labels(client, image["image_id"], sample.labels_path.read_bytes())["count"] == sample.count
+    listed = client.get("/api/v1/experiments/retrain/labels").json()
+    assert listed["total"] == 3
+
+    run = run_to_end(client, stack, epochs=1, force_promote=True)
+    return {"shipped": shipped, "images": before, "run": run}
+
+
+def test_a_forced_run_publishes_a_version_that_the_next_job_reports(client, loop, dsb_samples):
+    run = loop["run"]
+    assert run["version"] and run["version"] != loop["shipped"]
+    assert run["promoted"] is True and run["progress"] == 1.0
+    assert run["metrics"]["validation"] and "dsb_score" in run["metrics"]["validation"]
+
+    models = {m["version"]: m for m in client.get("/api/v1/models").json()["models"]}
+    assert models[run["version"]]["active"] is True
+    assert models[run["version"]]["parent"] == loop["shipped"]
+    assert models[run["version"]]["training_summary"]["user_images"] + \
+        models[run["version"]]["training_summary"]["user_held_out"] == 3
+    assert loop["shipped"] in models and models[loop["shipped"]]["active"] is False
+
+    after = upload_and_wait(client, "retrain", "after.png", dsb_samples[3].path.read_bytes())
+    assert after["model_version"] == run["version"]
+
+
+def test_a_run_on_scrambled_labels_is_recorded_but_not_promoted(client, stack, loop):
+    promoted = loop["run"]["version"]
+    for i, image in enumerate(loop["images"]):
+        post_labels(client, image["image_id"], scrambled(256, 256, seed=i))
+    run = run_to_end(client, stack, epochs=SCRAMBLED_EPOCHS, force_promote=False)
+    assert run["version"] and run["version"] != promoted
+    assert run["promoted"] is False, run["metrics"]
+    assert run["metrics"]["gate_passed"] is False
+    assert max(run["metrics"]["regression"].values()) > run["metrics"]["tolerance"]
+    models = {m["version"]: m for m in client.get("/api/v1/models").json()["models"]}
+    assert models[run["version"]]["active"] is False and models[run["version"]]["parent"] == promoted
+    assert active_version(client) == promoted
+
+
+def test_rollback_switches_the_next_job_back(client, loop, dsb_samples):
+    back = client.post(f"/api/v1/models/{loop['shipped']}/activate")
+    assert back.status_code == 200 and back.json()["active"] is True
+    assert active_version(client) == loop["shipped"]
+    image = np.asarray(np.clip(np.random.default_rng(7).normal(20, 5, (128, 128)), 0, 255), np.uint8)
+    image[40:60, 40:60] = 200
+    result = upload_and_wait(client, "retrain", "rolled-back.png", png_bytes(image))
+    assert result["model_version"] == loop["shipped"]
+    # and forward again
+    assert client.post(f"/api/v1/models/{loop['run']['version']}/activate").status_code == 200
+    image[80:100, 80:100] = 220
+    assert upload_and_wait(client, "retrain", "forward.png", png_bytes(image))["model_version"] == loop["run"]["version"]
