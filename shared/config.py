@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     # Intake limits
     max_upload_bytes: int = 1 << 30
     max_pixels: int = 250_000_000
+    upload_rate_per_minute: int = 600  # image files per token (or signed-in person) per minute; 0: no limit
 
     # Delivery: a job sitting in queued/running past its lease is re-enqueued by the sweeper.
     job_lease_seconds: int = 300
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = 1024
+    worker_metrics_port: int = 0  # 0: off; worker segment-<i> serves Prometheus metrics on this port + i
     weights_path: Path | None = None  # default: the shipped weights inside the package
 
     # Training service: fine-tunes the active model on base data + user labels.

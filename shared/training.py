@@ -276,7 +276,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for key, label in (("pixel_iou", "pixel IoU"), ("ap50", "AP@0.5"), ("dsb_score", "DSB score")):
         if key in history[0]:
             ax2.plot(steps, [h[key] for h in history], marker="o", label=label)
-    ax2.set_xlabel("step"), ax2.set_ylabel("validation"), ax2.set_ylim(0, 1), ax2.legend()
+    ax2.set_xlabel("step"), ax2.set_ylabel("validation"), ax2.set_ylim(0, 1)
+    if ax2.get_lines():
+        ax2.legend()
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -59,7 +59,8 @@ def mask_zip(labels: np.ndarray) -> bytes:
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """Two label images describe the same nuclei, whatever their numbering."""
     pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-    return (len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))) and bool(((pairs[0] == 0) == (pairs[1] == 0)).all())
+    one_to_one = len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+    return one_to_one and bool(((pairs[0] == 0) == (pairs[1] == 0)).all())
 
 
 # --- access ------------------------------------------------------------------------------------
@@ -259,3 +260,31 @@ def test_the_image_page_takes_a_label_upload(harness, admin, experiment, dsb_sam
 
     viewer, _ = sign_in(harness, role="viewer")
     assert 'id="label-upload"' not in viewer.get(f"/images/{image_id}").data.decode()
+
+
+# --- the production backends ---------------------------------------------------------------------
+
+def test_labels_and_automatic_runs_on_postgres_and_s3(tmp_path, pg_url, s3_bucket_env, use_settings):
+    from minio import Minio
+
+    settings = use_settings(tmp_path, database_url=pg_url, auto_train_after_labels=1, **s3_bucket_env)
+    production = ApiHarness(settings)
+    admin = production.client("admin")
+    name = f"labels-pg-{tmp_path.name}"[:180]
+    assert admin.post("/api/v1/experiments", json={"name": name}).status_code == 201
+    image_id = upload_image(admin, name, nuclei_image(300, size=48))
+    with production.session() as session:  # labels from other tests came before this run
+        session.add(TrainingRun(status=JobStatus.done))
+    runs = production.count(TrainingRun)
+    labels = np.zeros((48, 48), np.uint16)
+    labels[5:15, 5:15], labels[20:30, 20:34] = 7, 9
+    made = post_labels(admin, image_id, png_bytes(labels))
+    assert made.status_code == 201 and made.json["count"] == 2
+    assert post_labels(admin, image_id, png_bytes(labels)).json["id"] == made.json["id"]
+    assert production.count(TrainingRun) == runs + 1
+
+    s3 = Minio(s3_bucket_env["NUCLEUS_S3_ENDPOINT"], access_key=s3_bucket_env["NUCLEUS_S3_ACCESS_KEY"],
+               secret_key=s3_bucket_env["NUCLEUS_S3_SECRET_KEY"], secure=False)
+    stored = s3.get_object(s3_bucket_env["NUCLEUS_S3_BUCKET"], f"labels/{image_id}/{made.json['sha256']}.png")
+    assert set(np.unique(decode(stored.read()))) == {0, 1, 2}
+    stored.close()

@@ -165,7 +165,8 @@ def test_models_are_listed_with_their_lineage_and_one_active(admin, lineage):
     root, child, grandchild = (models[v] for v in lineage)
     assert set(child) >= {"version", "parent", "created", "training_summary", "metrics", "active"}
     assert child["parent"] == lineage[0] and grandchild["parent"] == lineage[1] and root["parent"] is None
-    assert grandchild["training_summary"] == {"user_images": 2} and grandchild["metrics"]["validation"]["dsb_score"] == 0.2
+    assert grandchild["training_summary"] == {"user_images": 2}
+    assert grandchild["metrics"]["validation"]["dsb_score"] == 0.2
     assert [m["version"] for m in models.values() if m["active"]] == [lineage[1]]
     order = list(models)
     assert order.index(lineage[2]) < order.index(lineage[1]) < order.index(lineage[0])  # newest first

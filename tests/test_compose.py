@@ -181,3 +181,14 @@ def test_dockerfile_installs_the_project():
         assert (REPO / needed).exists(), needed
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert not ignored & set(packages), "a package is in .dockerignore"
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second():
+    lines = (REPO / "README.md").read_text().splitlines()
+    block = lines[lines.index("```sh") + 1:lines.index("```")]
+    assert len(block) == 2 and lines.index("```sh") <= 3, "the README's first lines are exactly two commands"
+    install, test = block
+    assert install.startswith("python3 -m venv .venv") and "pip install" in install and install.endswith("nucleus up")
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
+    assert ci == [test], f".ci/run must run exactly {test!r}, runs {ci}"

@@ -137,8 +137,8 @@ def test_a_forced_run_publishes_a_version_that_the_next_job_reports(client, loop
     models = {m["version"]: m for m in client.get("/api/v1/models").json()["models"]}
     assert models[run["version"]]["active"] is True
     assert models[run["version"]]["parent"] == loop["shipped"]
-    assert models[run["version"]]["training_summary"]["user_images"] + \
-        models[run["version"]]["training_summary"]["user_held_out"] == 3
+    summary = models[run["version"]]["training_summary"]
+    assert summary["user_images"] + summary["user_held_out"] == 3
     assert loop["shipped"] in models and models[loop["shipped"]]["active"] is False
 
     after = upload_and_wait(client, "retrain", "after.png", dsb_samples[3].path.read_bytes())
@@ -170,4 +170,5 @@ def test_rollback_switches_the_next_job_back(client, loop, dsb_samples):
     # and forward again
     assert client.post(f"/api/v1/models/{loop['run']['version']}/activate").status_code == 200
     image[80:100, 80:100] = 220
-    assert upload_and_wait(client, "retrain", "forward.png", png_bytes(image))["model_version"] == loop["run"]["version"]
+    forward = upload_and_wait(client, "retrain", "forward.png", png_bytes(image))
+    assert forward["model_version"] == loop["run"]["version"]

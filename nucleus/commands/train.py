@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import click

@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from services.api.database import init_database
     from services.api.errors import register_error_handlers
     from services.api.health import health
+    from services.api.metrics import metrics
     from services.api.rest import api
     from services.api.secret import load_secret_key
     from services.api.web import web
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_database(app)
     register_error_handlers(app)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
     app.register_blueprint(api)
     app.register_blueprint(web)
     return app

@@ -25,6 +25,7 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After on a 429
 
 
 class Unavailable(ApiError):
@@ -49,7 +50,8 @@ def error_response(status: int, code: str, message: str, /, **details):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+        body, status, headers = error_response(exc.status, exc.code, exc.message, **exc.details)
+        return body, status, {**headers, **exc.headers}
 
     @app.errorhandler(ImageError)
     def _image_error(exc: ImageError):

@@ -184,6 +184,9 @@ RESPONSES = {
     }.items()
 }
 RESPONSES["Unavailable"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+RESPONSES["RateLimited"] = _json(_ref("Error"), "Over the upload rate limit (files per minute per token); "
+                                                "retry after `Retry-After` seconds")
+RESPONSES["RateLimited"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 
 PARAMETERS = {
     "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
@@ -206,7 +209,8 @@ PARAMETERS = {
                    "description": "uploaded before this ISO 8601 date/time"},
     "sort": {"name": "sort", "in": "query", "schema": {"type": "string", "enum": [
         p + k for k in ("created", "filename", "condition", "well", "count", "status") for p in ("", "-")]}},
-    "format": {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv"]}},
+    "format": {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "csv", "parquet"]},
+               "description": "json: a page; csv or parquet: every matching row, with a column per free metadata key"},
 }
 
 
@@ -251,7 +255,7 @@ PATHS = {
             "responses": {"202": _json(_ref("Upload"), "Accepted; one job per new image"),
                           "200": _json(_ref("Upload"), "Every file was already in the experiment (duplicates)"),
                           "400": _error("BadRequest"), "404": _error("NotFound"), "413": _error("TooLarge"),
-                          **AUTH_ERRORS},
+                          "429": _error("RateLimited"), **AUTH_ERRORS},
         },
     },
     "/experiments/{name}/results": {
@@ -259,16 +263,25 @@ PATHS = {
                 "tags": ["results"],
                 "parameters": _params("name", "condition", "well", "status", "created_from", "created_to", "sort",
                                       "page", "per_page", "format"),
-                "responses": {"200": {"description": "A page of results (JSON), or every matching row (CSV)",
+                "responses": {"200": {"description": "A page of results (JSON), or every matching row (CSV, Parquet)",
                                       "content": {"application/json": {"schema": _ref("ResultList")},
-                                                  "text/csv": {"schema": {"type": "string"}}}},
+                                                  "text/csv": {"schema": {"type": "string"}},
+                                                  "application/vnd.apache.parquet": {
+                                                      "schema": {"type": "string", "format": "binary"}}}},
                               "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
     },
     "/experiments/{name}/nuclei.csv": {
         "get": {"summary": "Every nucleus of the experiment with its image's metadata", "tags": ["results"],
-                "parameters": _params("name", "condition", "well"),
+                "parameters": _params("name", "condition", "well", "status", "created_from", "created_to"),
                 "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
-                              "404": _error("NotFound"), **AUTH_ERRORS}},
+                              "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/nuclei.parquet": {
+        "get": {"summary": "The same table as nuclei.csv, as Parquet with typed columns", "tags": ["results"],
+                "parameters": _params("name", "condition", "well", "status", "created_from", "created_to"),
+                "responses": {"200": {"description": "Parquet", "content": {"application/vnd.apache.parquet": {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                              "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
     },
     "/jobs/{job_id}": {
         "get": {"summary": "A job's status", "tags": ["jobs"], "parameters": _params("job_id"),

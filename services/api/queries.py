@@ -2,11 +2,8 @@
 Used by the REST API and the web pages alike."""
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
 from flask import request
 from sqlalchemy import Select, func, select
@@ -18,13 +15,8 @@ from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 50
 
-RESULT_COLUMNS = ["image_id", "job_id", "filename", "condition", "well", "plate", "site", "channel",
-                  "pixel_size_um", "width", "height", "status", "error", "count", "model_version",
-                  "area_mean", "area_median", "area_min", "area_max", "created"]
 NUCLEUS_COLUMNS = ["label", "area", "perimeter", "centroid_x", "centroid_y", "equivalent_diameter", "eccentricity",
                    "solidity", "mean_intensity", "integrated_intensity"]
-NUCLEI_CSV_COLUMNS = ["image_id", "filename", "condition", "well", "plate", "site", "channel", "pixel_size_um",
-                      "model_version", *NUCLEUS_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -101,6 +93,12 @@ def results_query(experiment: Experiment, filters: ResultFilters) -> Select:
              .join(Job, Job.image_id == Image.id)
              .outerjoin(Result, Result.job_id == Job.id)
              .where(Image.experiment_id == experiment.id))
+    return apply_filters(query, filters)
+
+
+def apply_filters(query: Select, filters: ResultFilters) -> Select:
+    """The history's filters on any query that joins Image and Job: one meaning for the table, the plots
+    and the exports."""
     if filters.condition is not None:
         query = query.where(Image.condition == filters.condition)
     if filters.well is not None:
@@ -151,37 +149,6 @@ def all_results(session: Session, experiment: Experiment, filters: ResultFilters
     return [result_row(*row) for row in rows]
 
 
-def _csv_line(values) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else v for v in values])
-    return buffer.getvalue()
-
-
-def results_csv(rows: list[dict]) -> str:
-    return _csv_line(RESULT_COLUMNS) + "".join(_csv_line(row[c] for c in RESULT_COLUMNS) for row in rows)
-
-
-def nuclei_csv_lines(session: Session, experiment: Experiment, filters: ResultFilters,
-                     image_id: str | None = None) -> Iterator[str]:
-    """Every nucleus of the experiment (or of one image) with its image's metadata, streamed in batches."""
-    query = (select(Image.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
-                    Image.pixel_size_um, Result.model_version, *(getattr(Nucleus, c) for c in NUCLEUS_COLUMNS))
-             .join(Job, Job.image_id == Image.id)
-             .join(Result, Result.job_id == Job.id)
-             .join(Nucleus, Nucleus.result_id == Result.id)
-             .where(Image.experiment_id == experiment.id))
-    if filters.condition is not None:
-        query = query.where(Image.condition == filters.condition)
-    if filters.well is not None:
-        query = query.where(Image.well == filters.well)
-    if image_id is not None:
-        query = query.where(Image.id == image_id)
-    yield _csv_line(NUCLEI_CSV_COLUMNS)
-    result = session.execute(query.order_by(Image.created, Image.id, Nucleus.label).execution_options(yield_per=2000))
-    for batch in result.partitions():
-        yield "".join(_csv_line(row) for row in batch)
-
-
 def nucleus_rows(session: Session, result: Result, limit: int | None = None) -> list[dict]:
     query = select(Nucleus).where(Nucleus.result_id == result.id).order_by(Nucleus.label)
     if limit is not None:
@@ -189,12 +156,15 @@ def nucleus_rows(session: Session, result: Result, limit: int | None = None) -> 
     return [{c: getattr(n, c) for c in NUCLEUS_COLUMNS} for n in session.scalars(query)]
 
 
-def nucleus_areas(session: Session, experiment: Experiment | None = None, result: Result | None = None) -> list[float]:
+def nucleus_areas(session: Session, experiment: Experiment | None = None, result: Result | None = None,
+                  filters: ResultFilters | None = None) -> list[float]:
     query = select(Nucleus.area).join(Result, Result.id == Nucleus.result_id)
     if result is not None:
         query = query.where(Nucleus.result_id == result.id)
     if experiment is not None:
-        query = query.join(Image, Image.id == Result.image_id).where(Image.experiment_id == experiment.id)
+        query = (query.join(Job, Job.id == Result.job_id).join(Image, Image.id == Job.image_id)
+                 .where(Image.experiment_id == experiment.id))
+        query = apply_filters(query, filters or ResultFilters())
     return list(session.scalars(query))
 
 

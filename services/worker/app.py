@@ -22,8 +22,17 @@ def _logging(**_kwargs) -> None:
 
 @worker_ready.connect
 def _on_ready(sender=None, **_kwargs) -> None:
-    _resume_orphans(getattr(sender, "hostname", None))
+    hostname = getattr(sender, "hostname", None)
+    _start_metrics(hostname)
+    _resume_orphans(hostname)
     _warm_model()
+
+
+def _start_metrics(worker: str | None) -> None:
+    from shared.config import get_settings
+    from services.worker.metrics import start_metrics_server
+
+    start_metrics_server(worker, get_settings().worker_metrics_port)
 
 
 def _resume_orphans(worker: str | None) -> None:

@@ -17,6 +17,8 @@ from shared.config import get_settings
 from shared.imageio import ImageError, decode
 from shared.storage import ObjectNotFound, StorageUnavailable, get_store
 
+from services.worker.metrics import observe_result
+
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +71,7 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
     if not jobs.complete(job_id, result, nuclei):
         log.info("job was already finished by another delivery; nothing written")
         return Outcome("duplicate")
+    observe_result(result)
     log.info("job done", extra={"count": result["count"], "model_version": result["model_version"],
                                 "seconds_model": round(result["seconds_model"], 3),
                                 "seconds_total": round(result["seconds_total"], 3)})

@@ -10,6 +10,7 @@ from shared.logs import bind_job
 from shared.queue import SEGMENT_TASK
 
 from services.worker.app import celery_app
+from services.worker.metrics import observe_outcome
 from services.worker.pipeline import is_transient, process
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,9 @@ def segment(self, job_id: str) -> str:
         retries = self.request.retries
         try:
             # a retry of this very message may take over the lease its earlier attempt left behind
-            return process(job_id, worker=self.request.hostname or "worker", takeover=retries > 0).status
+            outcome = process(job_id, worker=self.request.hostname or "worker", takeover=retries > 0).status
+            observe_outcome(outcome)
+            return outcome
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -38,11 +41,13 @@ def segment(self, job_id: str) -> str:
                 log.error("transient fault persists; leaving the job to the sweeper",
                           extra={"error": str(exc), "retries": retries})
                 _release_quietly(job_id, str(exc), 0.0)
+                observe_outcome("released")
                 return "released"
             delay = backoff_seconds(retries)
             log.warning("transient fault; retrying", extra={"error": str(exc), "retries": retries,
                                                              "retry_in": round(delay, 2)})
             _release_quietly(job_id, str(exc), delay)
+            observe_outcome("retry")
             raise self.retry(exc=exc, countdown=delay)
 
 

@@ -1,17 +1,17 @@
 """Experiments: create, list, and an experiment's results and nuclei."""
 from __future__ import annotations
 
-from flask import Response, current_app, jsonify, request, stream_with_context
+from flask import current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.api.access import get_experiment, project_for_new_experiment, require_role, visible
 from services.api.database import db
 from services.api.errors import ApiError
+from services.api.exports import FORMATS as EXPORT_FORMATS, nuclei_export, results_export
 from services.api.intake import accept_upload
-from services.api.queries import (
-    ResultFilters, all_results, iso, count_rows, nuclei_csv_lines, page_from_request, page_of_results, results_csv,
-)
+from services.api.limits import check_upload_rate
+from services.api.queries import ResultFilters, count_rows, iso, page_from_request, page_of_results
 from services.api.rest import api
 from shared.db.models import Experiment, Project
 
@@ -83,8 +83,9 @@ def show_experiment(name: str):
 
 @api.post("/experiments/<name>/images")
 def upload_images(name: str):
-    require_role("uploader")
+    principal = require_role("uploader")
     experiment = get_experiment(name)
+    check_upload_rate(principal, len(request.files.getlist("file")))
     rows, accepted = accept_upload(experiment, request.files.getlist("file"), request.form,
                                    current_app.config["NUCLEUS_SETTINGS"], current_app.extensions["nucleus_store"])
     return jsonify({"images": rows}), 202 if accepted else 200
@@ -95,12 +96,11 @@ def experiment_results(name: str):
     require_role("viewer")
     experiment = get_experiment(name)
     filters = ResultFilters.from_request()
-    if request.args.get("format") == "csv":
-        body = results_csv(all_results(db(), experiment, filters))
-        return Response(body, mimetype="text/csv",
-                        headers={"Content-Disposition": f'attachment; filename="{experiment.id}-results.csv"'})
-    if request.args.get("format") not in (None, "", "json"):
-        raise ApiError(400, "invalid_query", "format must be json or csv")
+    fmt = request.args.get("format") or "json"
+    if fmt in EXPORT_FORMATS:  # a download of every matching row
+        return results_export(db(), experiment, filters, fmt)
+    if fmt != "json":
+        raise ApiError(400, "invalid_query", f"format must be one of json, {', '.join(EXPORT_FORMATS)}")
     page = page_from_request()
     rows, total = page_of_results(db(), experiment, filters, page)
     return jsonify({"results": rows, "total": total, "page": page.page, "per_page": page.per_page})
@@ -109,7 +109,10 @@ def experiment_results(name: str):
 @api.get("/experiments/<name>/nuclei.csv")
 def experiment_nuclei(name: str):
     require_role("viewer")
-    experiment = get_experiment(name)
-    lines = nuclei_csv_lines(db(), experiment, ResultFilters.from_request())
-    return Response(stream_with_context(lines), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{experiment.id}-nuclei.csv"'})
+    return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), "csv")
+
+
+@api.get("/experiments/<name>/nuclei.parquet")
+def experiment_nuclei_parquet(name: str):
+    require_role("viewer")
+    return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), "parquet")

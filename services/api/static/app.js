@@ -15,7 +15,9 @@
           if (!pending(body)) {
             clearInterval(timer);
             document.querySelectorAll("img[data-plot]").forEach(function (img) {
-              img.src = img.src.split("?")[0] + "?t=" + Date.now();
+              var url = new URL(img.src);  // keep the filter in the query; only bust the cache
+              url.searchParams.set("t", Date.now());
+              img.src = url.toString();
             });
           }
         })

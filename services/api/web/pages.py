@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from flask import (
-    Response, current_app, flash, g, redirect, render_template, request, session, stream_with_context, url_for,
+    Response, current_app, flash, g, redirect, render_template, request, session, url_for,
 )
 from sqlalchemy import select
 
@@ -14,9 +14,11 @@ from services.api.database import db
 from services.api.downloads import artifact_response
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
+from services.api.limits import check_upload_rate
+from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
-    Page, ResultFilters, all_results, count_rows, nuclei_csv_lines, nucleus_areas, nucleus_rows, page_from_request,
-    page_of_results, result_for, results_csv,
+    Page, ResultFilters, all_results, count_rows, nucleus_areas, nucleus_rows, page_from_request, page_of_results,
+    result_for,
 )
 from services.api.rest.experiments import create_experiment, valid_name
 from services.api.rest.labels import accept_label, label_file, labels_of_image
@@ -122,9 +124,10 @@ def experiment_rows(name: str):
 
 @web.post("/experiments/<name>/upload")
 def upload(name: str):
-    require_role("uploader")
+    principal = require_role("uploader")
     experiment = get_experiment(name)
     try:
+        check_upload_rate(principal, len(request.files.getlist("file")))
         rows, _accepted = accept_upload(experiment, request.files.getlist("file"), request.form,
                                         current_app.config["NUCLEUS_SETTINGS"], current_app.extensions["nucleus_store"])
     except ApiError as exc:
@@ -138,28 +141,24 @@ def upload(name: str):
     return redirect(url_for("web.experiment", name=name), code=303)
 
 
-@web.get("/experiments/<name>/results.csv")
-def experiment_results_csv(name: str):
-    experiment = get_experiment(name)
-    body = results_csv(all_results(db(), experiment, ResultFilters.from_request()))
-    return Response(body, mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-results.csv"'})
+@web.get("/experiments/<name>/results.<any(csv, parquet):fmt>")
+def experiment_results_table(name: str, fmt: str):
+    return results_export(db(), get_experiment(name), ResultFilters.from_request(), fmt)
 
 
-@web.get("/experiments/<name>/nuclei.csv")
-def experiment_nuclei_csv(name: str):
-    experiment = get_experiment(name)
-    lines = nuclei_csv_lines(db(), experiment, ResultFilters.from_request())
-    return Response(stream_with_context(lines), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-nuclei.csv"'})
+@web.get("/experiments/<name>/nuclei.<any(csv, parquet):fmt>")
+def experiment_nuclei_table(name: str, fmt: str):
+    return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), fmt)
 
 
 @web.get("/experiments/<name>/plots/<any(counts, areas, plate):plot>.png")
 def experiment_plot(name: str, plot: str):
     experiment = get_experiment(name)
+    filters = ResultFilters.from_request()
     if plot == "areas":
-        return _png(area_histogram_png(nucleus_areas(db(), experiment=experiment), "Nucleus area, all images"))
-    rows = all_results(db(), experiment, ResultFilters.from_request())
+        title = "Nucleus area, " + ("matching images" if filters != ResultFilters() else "all images")
+        return _png(area_histogram_png(nucleus_areas(db(), experiment=experiment, filters=filters), title))
+    rows = all_results(db(), experiment, filters)
     return _png(counts_by_condition_png(rows) if plot == "counts" else plate_heatmap_png(rows))
 
 
