@@ -99,6 +99,7 @@ def test_sign_in_upload_and_see_results_in_a_browser(browser, embedded_stack, ds
     assert len(plots) == 3
     wait(browser, lambda d: all(image_loaded(d, p) for p in plots), message="the experiment's plots")
     assert all(browser.execute_script("return arguments[0].naturalWidth", p) >= 300 for p in plots)
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(tmp_path / "experiment.png"))
 
     browser.find_element(By.CSS_SELECTOR, "#images tbody tr[data-image-id] td:nth-child(2) a").click()

@@ -161,7 +161,7 @@ def test_worker_sigkilled_repeatedly_mid_task(stack, client, experiment):
         rng = random.Random(7)
         while not stop.is_set() and len(kills) < max(3, N_IMAGES // 5):
             busy = running_worker_names(stack)
-            victims = [w for w in stack.worker_services if w.alive and any(
+            victims = [w for w in stack.worker_services if w.ready and any(
                 (name or "").startswith(w.argv[w.argv.index("-n") + 1].split("@")[0] + "@") for name in busy)]
             if not victims:
                 time.sleep(0.05)

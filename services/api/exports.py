@@ -2,7 +2,8 @@
 metadata, as CSV or Parquet, filtered like the history. Used by the REST API and the pages alike.
 
 Free metadata (an image's `extra`, such as the ingester's `instrument_channel`) becomes one column
-per key, after the fixed columns; a key that clashes with a fixed column is named `extra_<key>`.
+per key, after the fixed columns; a key that clashes with a fixed column of either table is named
+`extra_<key>`.
 CSV streams; Parquet (typed columns, compact for millions of nuclei) is built in memory in row
 groups and only imports pyarrow when asked for.
 """
@@ -48,8 +49,9 @@ def metadata_keys(session: Session, experiment: Experiment, filters: ResultFilte
     return sorted({key for extra in session.scalars(query) if extra for key in extra})
 
 
-def _extra_columns(keys: list[str], fixed: list[str]) -> list[tuple[str, str]]:
-    """(key, column name) for each free metadata key."""
+def _extra_columns(keys: list[str]) -> list[tuple[str, str]]:
+    """(key, column name) for each free metadata key, named alike in both tables."""
+    fixed = {*RESULT_COLUMNS, *NUCLEI_COLUMNS}
     return [(key, f"extra_{key}" if key in fixed else key) for key in keys]
 
 
@@ -61,7 +63,7 @@ def _attachment(experiment: Experiment, table: str, fmt: str) -> dict:
 
 def results_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
     rows = all_results(session, experiment, filters)
-    extras = _extra_columns(metadata_keys(session, experiment, filters), RESULT_COLUMNS)
+    extras = _extra_columns(metadata_keys(session, experiment, filters))
     columns = RESULT_COLUMNS + [column for _key, column in extras]
     records = [[row[c] for c in RESULT_COLUMNS] + [row["extra"].get(key) for key, _column in extras] for row in rows]
     types = {**RESULT_TYPES, **{column: "string" for _key, column in extras}}
@@ -74,7 +76,7 @@ def results_export(session: Session, experiment: Experiment, filters: ResultFilt
 
 # --- the per-nucleus table ---------------------------------------------------------------------------------------
 
-def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFilters, image_id: str | None,
+def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFilters,
                      extras: list[tuple[str, str]]) -> Iterator[list[list]]:
     query = (select(Image.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
                     Image.pixel_size_um, Image.created, Result.model_version, Image.extra,
@@ -84,8 +86,6 @@ def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFi
              .join(Nucleus, Nucleus.result_id == Result.id)
              .where(Image.experiment_id == experiment.id))
     query = apply_filters(query, filters)
-    if image_id is not None:
-        query = query.where(Image.id == image_id)
     result = session.execute(query.order_by(Image.created, Image.id, Nucleus.label).execution_options(yield_per=BATCH))
     extra_at = len(IMAGE_COLUMNS)
     for batch in result.partitions():
@@ -93,11 +93,10 @@ def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFi
                for row in batch]
 
 
-def nuclei_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str,
-                  image_id: str | None = None) -> Response:
-    extras = _extra_columns(metadata_keys(session, experiment, filters), NUCLEI_COLUMNS)
+def nuclei_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
+    extras = _extra_columns(metadata_keys(session, experiment, filters))
     columns = NUCLEI_COLUMNS + [column for _key, column in extras]
-    batches = _nucleus_batches(session, experiment, filters, image_id, extras)
+    batches = _nucleus_batches(session, experiment, filters, extras)
     headers = _attachment(experiment, "nuclei", fmt)
     if fmt == "parquet":
         types = {**NUCLEUS_TYPES, **{column: "string" for _key, column in extras}}

@@ -32,6 +32,7 @@ class Service:
     memory_limit: int | None = None
     process: subprocess.Popen | None = None
     starts: int = 0
+    log_offset: int = 0  # where this start's lines begin in the log
 
     def start(self, env: dict, cwd: Path) -> None:
         limit = self.memory_limit
@@ -41,6 +42,7 @@ class Service:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
         log = open(self.log_path, "ab")
+        self.log_offset = log.tell()
         self.process = subprocess.Popen(self.argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=limit_memory)
         log.close()
@@ -71,11 +73,18 @@ class Service:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def log(self) -> str:
+    def log(self, since_start: bool = False) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self.log_offset if since_start else 0)
+                return fh.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    @property
+    def ready(self) -> bool:
+        """A Celery worker's current process has logged "<name>@<host> ready."."""
+        return self.alive and " ready." in self.log(since_start=True)
 
 
 @dataclass
@@ -141,10 +150,10 @@ class ProdStack:
         return requests.get(f"{self.url}/healthz", timeout=3).status_code == 200
 
     def wait_worker_ready(self, worker: Service, timeout: float = 180) -> None:
-        def ready() -> bool:  # Celery logs "<name>@<host> ready." once per start
+        def ready() -> bool:
             if not worker.alive:
                 raise AssertionError(f"{worker.name} exited:\n{worker.log()[-3000:]}")
-            return worker.log().count(" ready.") >= worker.starts
+            return worker.ready
 
         wait_for(ready, timeout=timeout, interval=0.3, message=f"{worker.name} ready")
 

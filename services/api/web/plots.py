@@ -23,6 +23,12 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def _whole_numbers():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _empty(ax, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666")
     ax.set_axis_off()
@@ -46,6 +52,7 @@ def counts_by_condition_png(rows: list[dict]) -> bytes:
     for i, counts in enumerate(values, start=1):
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(counts)), counts, s=14, alpha=0.7, color="#1f77b4", zorder=3)
     ax.set_ylabel("nuclei per image")
+    ax.yaxis.set_major_locator(_whole_numbers())
     ax.set_title("Counts per condition")
     return _png(figure)
 
@@ -56,6 +63,7 @@ def area_histogram_png(areas: list[float], title: str = "Nucleus area") -> bytes
         _empty(ax, "no nuclei yet")
         return _png(figure)
     ax.hist(areas, bins=min(60, max(10, int(np.sqrt(len(areas))))), color="#2ca02c", alpha=0.85)
+    ax.yaxis.set_major_locator(_whole_numbers())  # no half nuclei on the axis
     ax.set_xlabel("area (pixels)")
     ax.set_ylabel("nuclei")
     ax.set_title(title)
