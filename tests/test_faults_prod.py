@@ -7,12 +7,12 @@ Size: NUCLEUS_FAULT_IMAGES images per test (default 20; the closing-note figures
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -56,8 +56,8 @@ def experiment(client) -> str:
 
 
 class Uploader:
-    """Uploads like a well-behaved client: a 503 is retried after its Retry-After (capped, to keep the
-    test short) until a deadline. Records what was accepted and every status seen."""
+    """Uploads like a well-behaved client: a 503 or 429 is retried after its Retry-After (capped at 1 s
+    for a 503, to keep the test short) until a deadline. Records what was accepted and every status seen."""
 
     def __init__(self, client: Client, experiment: str, deadline_s: float = 180):
         self.client, self.experiment, self.deadline_s = client, experiment, deadline_s
@@ -82,15 +82,19 @@ class Uploader:
                 with self._lock:
                     self.accepted[hashlib.sha256(data).hexdigest()] = row
                 return row
-            if status not in (0, 503) or time.monotonic() > deadline:
+            if status not in (0, 429, 503) or time.monotonic() > deadline:
                 body = response.text[:500] if response is not None else ""
                 raise AssertionError(f"upload of {name} answered {status}: {body}")
-            if status == 503:
+            if status in (429, 503):  # rate limited, or a dependency briefly out: both say when to retry
                 assert response.json()["error"]["message"]
                 if "Retry-After" not in response.headers:
                     with self._lock:
                         self.retry_after_missing += 1
-            time.sleep(min(1.0, float(response.headers.get("Retry-After", 1)) if response is not None else 0.5))
+            if response is None:
+                time.sleep(0.5)
+                continue
+            retry_after = float(response.headers.get("Retry-After", 1))
+            time.sleep(retry_after if status == 429 else min(1.0, retry_after))
 
     def send_all(self, items, threads: int = 4) -> list[dict]:
         with ThreadPoolExecutor(threads) as pool:
@@ -148,7 +152,11 @@ def finish_and_audit(stack: ProdStack, uploader: Uploader, experiment: str, expe
     states = wait_finished(stack, experiment, len(uploader.accepted))
     assert states.get("failed", 0) == expect_failed, [j for j in jobs_of(stack, experiment) if j.error]
     report = stack.audit(accepted_sha256=set(uploader.accepted)).assert_clean()
-    print(f"\naudit: {report.summary()}")
+    statuses = dict(sorted(Counter(uploader.statuses).items()))
+    print(f"\nuploads: {len(uploader.accepted)} accepted; answers seen {statuses}; "
+          f"503 without Retry-After {uploader.retry_after_missing}")
+    print(f"audit: {report.summary()}")
+    assert uploader.retry_after_missing == 0
     return report
 
 
@@ -281,8 +289,6 @@ def test_same_upload_twice_concurrently(stack, client, experiment):
 
 
 def test_poison_image_fails_alone_with_its_reason(stack, client, experiment):
-    from PIL import Image
-
     poison = png_bytes(np.zeros((POISON_SIDE, POISON_SIDE), dtype=np.uint8))
     uploader = Uploader(client, experiment)
     images = crops(N_IMAGES, seed=6)
@@ -294,4 +300,3 @@ def test_poison_image_fails_alone_with_its_reason(stack, client, experiment):
     assert "MemoryError" in failed.error or "memory" in failed.error.lower(), failed.error
     assert failed.attempts == 1  # not retried: it would fail the same way
     assert all(w.alive for w in stack.worker_services)
-    del Image, io

@@ -20,6 +20,9 @@ NULLABLE_STRING = {"type": "string", "nullable": True}
 NULLABLE_NUMBER = {"type": "number", "nullable": True}
 NULLABLE_INT = {"type": "integer", "nullable": True}
 STATUS = {"type": "string", "enum": ["queued", "running", "done", "failed"]}
+# What the server accepts as an experiment or project name: some non-blank text, no '/', no control characters.
+NAME = {"type": "string", "minLength": 1, "maxLength": 200,
+        "pattern": "^[^/\\u0000-\\u001f]*[^/\\u0000-\\u001f\\s][^/\\u0000-\\u001f]*$"}
 
 SCHEMAS = {
     "Error": {
@@ -40,14 +43,13 @@ SCHEMAS = {
     },
     "NewExperiment": {
         "type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
-                       "project": {"type": "string", "minLength": 1, "maxLength": 200,
-                                   "description": "defaults to the token's project, else `default`"}},
+        "properties": {"name": NAME,
+                       "project": {**NAME, "description": "defaults to the token's project, else `default`"}},
     },
     "UploadForm": {
         "type": "object", "required": ["file"],
         "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
                      "description": "one or more PNG, JPEG or TIFF images"},
             "condition": {"type": "string", "maxLength": 200}, "well": {"type": "string", "maxLength": 20},
             "plate": {"type": "string", "maxLength": 200}, "site": {"type": "string", "maxLength": 20},
