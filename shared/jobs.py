@@ -20,7 +20,7 @@ from sqlalchemy import and_, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import Image, Job, JobStatus, Nucleus, Result, utcnow
+from shared.db.models import Image, Job, JobStatus, Nucleus, Result, TrainingRun, utcnow
 from shared.db.session import session_scope
 
 log = logging.getLogger(__name__)
@@ -167,3 +167,19 @@ def requeue_orphans(worker: str, lease_seconds: int, url: str | None = None) -> 
                         enqueued=Job.enqueued + 1)
                 .execution_options(synchronize_session=False))
     return orphans
+
+
+def requeue_stale_training_runs(lease_seconds: int, url: str | None = None) -> list[str]:
+    """Give every queued training run past its lease (or never leased and older than one) a new lease;
+    return their ids for re-sending."""
+    now = utcnow()
+    stale = and_(TrainingRun.status == JobStatus.queued,
+                 or_(TrainingRun.lease_until < now,
+                     and_(TrainingRun.lease_until.is_(None), TrainingRun.created < now - timedelta(seconds=lease_seconds))))
+    with write_scope(url) as session:
+        run_ids = list(session.scalars(select(TrainingRun.id).where(stale)))
+        if run_ids:
+            session.execute(update(TrainingRun).where(TrainingRun.id.in_(run_ids))
+                            .values(lease_until=now + timedelta(seconds=lease_seconds))
+                            .execution_options(synchronize_session=False))
+    return run_ids

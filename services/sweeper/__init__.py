@@ -13,7 +13,7 @@ from shared import jobs
 from shared.config import get_settings
 from shared.db.session import session_scope
 from shared.logs import bind_job
-from shared.queue import enqueue_segment
+from shared.queue import enqueue_segment, enqueue_training
 
 log = logging.getLogger("services.sweeper")
 
@@ -38,6 +38,21 @@ def sweep_once(lease_seconds: int | None = None) -> list[str]:
     return sent
 
 
+def sweep_training_runs(lease_seconds: int | None = None) -> list[str]:
+    """Re-send queued training runs whose message was lost (a running run is the trainer's to resume)."""
+    lease = lease_seconds or get_settings().job_lease_seconds
+    sent = []
+    for run_id in jobs.requeue_stale_training_runs(lease):
+        try:
+            enqueue_training(run_id)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the new lease runs out, we try again
+            log.warning("could not re-enqueue a training run", extra={"run_id": run_id, "error": str(exc)})
+            continue
+        log.info("re-enqueued a queued training run", extra={"run_id": run_id})
+        sent.append(run_id)
+    return sent
+
+
 def run_forever(stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     interval = get_settings().sweep_interval_seconds
@@ -45,6 +60,7 @@ def run_forever(stop: threading.Event | None = None) -> None:
     while not stop.is_set():
         try:
             sweep_once()
+            sweep_training_runs()
         except Exception as exc:  # noqa: BLE001 - a database outage must not end the loop
             log.warning("sweep failed; will try again", extra={"error": str(exc)})
         stop.wait(interval)

@@ -150,6 +150,7 @@ class Token(Base):
 class Label(Base):
     """A scientist's label image for an uploaded image: training data for the next model."""
     __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("image_id", "sha256", name="uq_label_image_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
     object_key: Mapped[str] = mapped_column(String(300))
@@ -183,6 +184,7 @@ class TrainingRun(Base):
     version: Mapped[str | None] = mapped_column(String(100))
     promoted: Mapped[bool | None] = mapped_column(Boolean)
     error: Mapped[str | None] = mapped_column(Text)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a queued run's message is re-sent after
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -51,6 +51,17 @@ def export_weights(checkpoint: Path, target: Path) -> None:
     extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", [])
     torch.save({"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
                 "postprocess": ckpt.get("postprocess", {}), "extra": extra}, target)
+    write_version_sidecar(target)
+
+
+def write_version_sidecar(weights_path: Path) -> Path:
+    """`<weights>.version` names the weights' version, so that processes without torch (the API) can
+    register them in the model registry."""
+    from shared.registry import sidecar_path
+
+    target = sidecar_path(Path(weights_path))
+    target.write_text(weights_version(Path(weights_path).read_bytes()) + "\n")
+    return target
 
 
 def version_of(raw: bytes, name: str) -> str:

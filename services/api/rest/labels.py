@@ -13,6 +13,7 @@ import logging
 import numpy as np
 from flask import Response, current_app, jsonify, request
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
 from services.api.access import get_experiment, get_image, require_role, visible
@@ -23,6 +24,7 @@ from services.api.rest import api
 from services.api.rest.training import start_run_if_enough_labels
 from shared.config import Settings
 from shared.db.models import Experiment, Image, Label
+from shared.db.session import session_scope
 from shared.imageio import ImageError
 from shared.jobs import write_scope
 from shared.labels import parse_label_upload
@@ -92,14 +94,19 @@ def accept_label(image: Image, upload: FileStorage | None, settings: Settings, s
     key = f"labels/{image.id}/{sha}.{extension}"
     if not store.exists(key):
         store.put(key, encoded, content_type=MIMETYPES[extension])
-    with write_scope(settings.resolved_database_url) as session:
-        existing = session.scalars(select(Label).where(Label.image_id == image.id, Label.sha256 == sha)).first()
-        if existing is not None:
-            return label_json(existing), False
-        label = Label(image_id=image.id, object_key=key, sha256=sha, count=count)
-        session.add(label)
-        session.flush()
-        row = label_json(label)
+    same = select(Label).where(Label.image_id == image.id, Label.sha256 == sha)
+    try:
+        with write_scope(settings.resolved_database_url) as session:
+            existing = session.scalars(same).first()
+            if existing is not None:
+                return label_json(existing), False
+            label = Label(image_id=image.id, object_key=key, sha256=sha, count=count)
+            session.add(label)
+            session.flush()
+            row = label_json(label)
+    except IntegrityError:  # a concurrent upload of the same labels won the unique constraint
+        with session_scope(settings.resolved_database_url) as session:
+            return label_json(session.scalars(same).one()), False
     log.info("labels stored", extra={"image_id": image.id, "label_id": row["id"], "count": count})
     return row, True
 
