@@ -45,9 +45,8 @@ def main() -> int:
         _, summary = evaluate(fn, items, progress=lambda _: bar.update())
         bar.close()
         results[title] = summary
-    print(f"DSB2018 stage-1 validation split: {len(items)} images "
-          f"({', '.join(f'{k} {v['images']}' for k, v in next(iter(results.values())).items() if k != 'all')}), "
-          f"torch threads {torch.get_num_threads()}")
+    per_kind = ", ".join(f"{kind} {m['images']}" for kind, m in next(iter(results.values())).items() if kind != "all")
+    print(f"DSB2018 stage-1 validation split: {len(items)} images ({per_kind}), torch threads {torch.get_num_threads()}")
     print(format_table({title: r["all"] for title, r in results.items()}, "method"))
     print()
     print("per image type, shipped model:")

@@ -151,3 +151,30 @@ def dsb_samples() -> list[data.Sample]:
     """Four 256x256 fluorescence images from the validation split (never trained on), with their
     true counts: .path, .labels_path, .count, .width, .height, .kind, .image_id."""
     return data.pick("fluorescence", 256, 256, n=4)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory, request):
+    """The API app on the embedded default (SQLite migrated by Alembic, the local object store, the
+    file-system broker), one per test module, driven through Flask's test client."""
+    from tests.support.api import ApiHarness
+
+    monkeypatch = pytest.MonkeyPatch()
+    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    yield ApiHarness(settings)
+    monkeypatch.undo()
+    clear_shared_caches()
+
+
+@pytest.fixture(scope="module")
+def admin(harness):
+    """A test client carrying an admin token."""
+    return harness.client("admin")
+
+
+@pytest.fixture
+def experiment(admin, request):
+    """A fresh experiment named after the test."""
+    name = f"{request.module.__name__.rsplit('.', 1)[-1]}-{request.node.name}"[:180].replace("/", "_")
+    assert admin.post("/api/v1/experiments", json={"name": name}).status_code == 201
+    return name

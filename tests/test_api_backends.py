@@ -12,7 +12,7 @@ from minio import Minio
 from werkzeug.serving import make_server
 
 from shared.db.models import Image, Job
-from tests.test_api_harness import ApiHarness, nuclei_image
+from tests.support.api import ApiHarness, nuclei_image
 
 
 @pytest.fixture

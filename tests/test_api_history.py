@@ -12,24 +12,9 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.db.models import Image
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.test_api_harness import ApiHarness, csrf_from, nuclei_image
+from tests.support.api import csrf_from, nuclei_image
 
 PARQUET = "application/vnd.apache.parquet"
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("history"))
-    yield ApiHarness(settings)
-    monkeypatch.undo()
-    clear_shared_caches()
-
-
-@pytest.fixture(scope="module")
-def admin(harness):
-    return harness.client("admin")
 
 
 # Five images over three days, two conditions, three wells; four done, one failed.

@@ -7,34 +7,11 @@ import io
 import zipfile
 
 import numpy as np
-import pytest
 from sqlalchemy import select
 
 from shared.db.models import JobStatus, Label, TrainingRun
 from shared.imageio import decode
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.test_api_harness import ApiHarness, nuclei_image, png_bytes, tiff_bytes
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("labels"))
-    yield ApiHarness(settings)
-    monkeypatch.undo()
-    clear_shared_caches()
-
-
-@pytest.fixture(scope="module")
-def admin(harness):
-    return harness.client("admin")
-
-
-@pytest.fixture
-def experiment(admin, request):
-    name = f"labels-{request.node.name}"[:180].replace("/", "_")
-    assert admin.post("/api/v1/experiments", json={"name": name}).status_code == 201
-    return name
+from tests.support.api import ApiHarness, nuclei_image, png_bytes, tiff_bytes
 
 
 def post_labels(client, image_id: str, data: bytes, filename: str = "labels.png"):

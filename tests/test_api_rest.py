@@ -14,31 +14,9 @@ from flask import url_for
 from werkzeug.serving import make_server
 
 from shared.db.models import Image, Job
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.test_api_harness import ApiHarness, nuclei_image, png_bomb, tiff_bytes
+from tests.support.api import nuclei_image, png_bomb, tiff_bytes
 
 import numpy as np
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("api"))
-    yield ApiHarness(settings)
-    monkeypatch.undo()
-    clear_shared_caches()
-
-
-@pytest.fixture(scope="module")
-def admin(harness):
-    return harness.client("admin")
-
-
-@pytest.fixture
-def experiment(admin, request):
-    name = f"exp-{request.node.name}"[:180].replace("/", "_")
-    assert admin.post("/api/v1/experiments", json={"name": name}).status_code == 201
-    return name
 
 
 def api_routes(app):

@@ -11,22 +11,7 @@ import pytest
 
 from shared import registry
 from shared.db.models import JobStatus, ModelVersion, TrainingRun, utcnow
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.test_api_harness import ApiHarness
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("training"))
-    yield ApiHarness(settings)
-    monkeypatch.undo()
-    clear_shared_caches()
-
-
-@pytest.fixture(scope="module")
-def admin(harness):
-    return harness.client("admin")
+from tests.support.env import clear_shared_caches
 
 
 def train_queue_depth() -> int:

@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzzdata import broken_files, hostile_filenames, hostile_text, png_declaring, seed_files
-from tests.support.wait import wait_for
 
 EXAMPLES = max(10, int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300")) // 5)
 CONTENT_TYPES = [b"image/png", b"image/tiff", b"application/octet-stream", b"text/plain", b"\xff/\xfe"]

@@ -17,7 +17,7 @@ from tests.support.http import Client
 from tests.support.pipeline import weights_overrides
 from tests.support.stack import EmbeddedStack
 from tests.support.wait import wait_for
-from tests.test_api_harness import png_bytes
+from tests.support.api import png_bytes
 
 # A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops.
 TINY_BUDGET = dict(training_steps_per_epoch=2, training_base_limit=4, training_validation_limit=3,

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import io
 
-import pytest
 
 from shared.db.models import Image
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.test_api_harness import ApiHarness, csrf_from, nuclei_image
-
-
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("web"))
-    yield ApiHarness(settings)
-    monkeypatch.undo()
-    clear_shared_caches()
+from tests.support.api import csrf_from, nuclei_image
 
 
 def sign_in(harness, role="admin", project=None):
