@@ -8,7 +8,8 @@ import pytest
 
 from tests.support import servers
 from tests.support.env import service_env
-from tests.support.pipeline import (CeleryWorker, TcpProxy, dsb_bytes, job_row, results_of, seed_job, wait_job,
+from tests.support.proxy import TcpProxy
+from tests.support.pipeline import (CeleryWorker, dsb_bytes, job_row, results_of, seed_job, wait_job,
                                     weights_overrides)
 from tests.support.wait import wait_for
 
@@ -18,8 +19,7 @@ def setup(tmp_path_factory, pg_url, redis_url, moto):
     from shared.db.migrate import upgrade
 
     upgrade(pg_url)
-    host, port = moto.endpoint.split(":")
-    proxy = TcpProxy(host, int(port))
+    proxy = TcpProxy(moto.port)
     direct = {"database_url": pg_url, "broker_url": redis_url, "s3_endpoint": moto.endpoint,
               "s3_access_key": servers.S3_ACCESS_KEY, "s3_secret_key": servers.S3_SECRET_KEY,
               "s3_bucket": moto.make_bucket(), "job_lease_seconds": 60, **weights_overrides()}
