@@ -28,6 +28,10 @@ class Page:
     def offset(self) -> int:
         return (self.page - 1) * self.per_page
 
+    def body(self, key: str, items: list, total: int) -> dict:
+        """A list response as the contract shapes it: the list under a plural key, with paging."""
+        return {key: items, "total": total, "page": self.page, "per_page": self.per_page}
+
 
 def _positive_int(name: str, default: int, maximum: int | None = None) -> int:
     raw = request.args.get(name)

@@ -71,8 +71,7 @@ def list_experiments():
     total = count_rows(session, query)
     experiments = session.scalars(query.order_by(Experiment.created.desc(), Experiment.id.desc())
                                   .offset(page.offset).limit(page.per_page)).all()
-    return jsonify({"experiments": [experiment_json(e) for e in experiments], "total": total,
-                    "page": page.page, "per_page": page.per_page})
+    return jsonify(page.body("experiments", [experiment_json(e) for e in experiments], total))
 
 
 @api.get("/experiments/<name>")
@@ -103,7 +102,7 @@ def experiment_results(name: str):
         raise ApiError(400, "invalid_query", f"format must be one of json, {', '.join(EXPORT_FORMATS)}")
     page = page_from_request()
     rows, total = page_of_results(db(), experiment, filters, page)
-    return jsonify({"results": rows, "total": total, "page": page.page, "per_page": page.per_page})
+    return jsonify(page.body("results", rows, total))
 
 
 @api.get("/experiments/<name>/nuclei.csv")

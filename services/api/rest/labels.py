@@ -165,8 +165,7 @@ def experiment_labels(name: str):
              .where(Image.experiment_id == experiment.id))
     total = count_rows(session, query)
     rows = session.execute(query.order_by(Label.created, Label.id).offset(page.offset).limit(page.per_page)).all()
-    return jsonify({"labels": [label_json(label, image) for label, image in rows], "total": total,
-                    "page": page.page, "per_page": page.per_page})
+    return jsonify(page.body("labels", [label_json(label, image) for label, image in rows], total))
 
 
 @api.get("/labels/<label_id>/labels.png")

@@ -76,8 +76,7 @@ def list_models():
     require_role("viewer")
     page = page_from_request()
     rows, total = page_of_models(page)
-    return jsonify({"models": [model_json(r) for r in rows], "total": total, "page": page.page,
-                    "per_page": page.per_page})
+    return jsonify(page.body("models", [model_json(r) for r in rows], total))
 
 
 @api.post("/models/<version>/activate")

@@ -130,8 +130,7 @@ def list_training_runs():
     require_role("viewer")
     page = page_from_request()
     runs, total = page_of_runs(page)
-    return jsonify({"training_runs": [run_json(r) for r in runs], "total": total, "page": page.page,
-                    "per_page": page.per_page})
+    return jsonify(page.body("training_runs", [run_json(r) for r in runs], total))
 
 
 @api.get("/training-runs/<run_id>")
