@@ -140,14 +140,30 @@ def list_stale(session: Session, now: datetime | None = None, lease_seconds: int
                                 .order_by(Job.created).limit(limit)))
 
 
+# A job still `queued` past its lease has most likely just been waiting behind a deep queue (its message
+# is there), not lost: each re-send of a waiting job doubles its next lease, up to this many times, so
+# a backlog of hours costs a few duplicate messages per job instead of one per lease period.
+MAX_LEASE_DOUBLINGS = 4
+
+
 def requeue_stale(job_id: str, lease_seconds: int, url: str | None = None) -> bool:
     """Put a stale job back to `queued` with a new lease and count the message about to be sent.
-    Conditional on it still being stale, so two sweepers do not both re-send it."""
+    Conditional on it still being stale (and on the count read), so two sweepers do not both re-send it.
+    A job that was `running` (its worker died or hung) gets one lease; one that was waiting in `queued`
+    gets a lease doubled per earlier re-send (see MAX_LEASE_DOUBLINGS)."""
     now = utcnow()
     with write_scope(url) as session:
+        found = session.execute(select(Job.status, Job.enqueued)
+                                .where(Job.id == job_id, stale_filter(now, lease_seconds))).first()
+        if found is None:
+            return False
+        status, enqueued = found
+        lease = lease_seconds
+        if status == JobStatus.queued:
+            lease *= 2 ** min(enqueued or 0, MAX_LEASE_DOUBLINGS)
         return bool(session.execute(
-            update(Job).where(Job.id == job_id, stale_filter(now, lease_seconds))
-            .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease_seconds),
+            update(Job).where(Job.id == job_id, Job.enqueued == enqueued, stale_filter(now, lease_seconds))
+            .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease),
                     enqueued=Job.enqueued + 1)
             .execution_options(synchronize_session=False)
         ).rowcount)

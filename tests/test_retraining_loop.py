@@ -175,3 +175,40 @@ def test_a_run_on_scrambled_labels_is_recorded_but_not_promoted(client, stack, l
     models = {m["version"]: m for m in client.get("/api/v1/models").json()["models"]}
     assert models[run["version"]]["active"] is False and models[run["version"]]["parent"] == parent
     assert active_version(client) == parent
+
+
+def trainer_pid(stack: EmbeddedStack) -> int | None:
+    for pid in stack.group_pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"services.trainer.app" in cmdline:
+            return pid
+    return None
+
+
+def test_a_trainer_killed_mid_run_leaves_no_half_published_version(client, stack, loop):
+    import os
+    import signal
+
+    versions_before = {m["version"] for m in client.get("/api/v1/models?per_page=1000").json()["models"]}
+    response = client.post("/api/v1/training-runs", json={"epochs": 15, "force_promote": True})
+    assert response.status_code == 202
+    run_id = response.json()["id"]
+    wait_for(lambda: client.get(f"/api/v1/training-runs/{run_id}").json()["progress"] > 0, timeout=RUN_TIMEOUT,
+             interval=0.5, message="the run to be under way")
+    killed = trainer_pid(stack)
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: (trainer_pid(stack) or killed) != killed, timeout=60, message="the trainer to be restarted")
+
+    run = wait_for(lambda: (lambda r: r if r["status"] in ("done", "failed") else None)(
+        client.get(f"/api/v1/training-runs/{run_id}").json()), timeout=RUN_TIMEOUT, interval=1.0,
+        message="the interrupted run to finish after the restart")
+    assert run["status"] == "done" and run["promoted"] is True, run
+    models = client.get("/api/v1/models?per_page=1000").json()["models"]
+    new = {m["version"] for m in models} - versions_before
+    assert new == {run["version"]}  # the killed attempt published nothing
+    for model in models:  # no registry row without its weights
+        assert (stack.data_dir / "objects" / "models" / f"{model['version']}.pt").is_file(), model["version"]
