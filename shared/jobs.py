@@ -145,42 +145,64 @@ def list_stale(session: Session, now: datetime | None = None, lease_seconds: int
 # a backlog of hours costs a few duplicate messages per job instead of one per lease period.
 MAX_LEASE_DOUBLINGS = 4
 
+# An image whose processing kills or hangs its worker every time (say, the kernel's out-of-memory killer)
+# must not stall the queue forever: after this many interrupted attempts the job fails with a reason.
+MAX_INTERRUPTIONS = 3
+INTERRUPTED_REASON = (f"processing was interrupted {MAX_INTERRUPTIONS} times (the worker died or hung on this "
+                      "image; too large for the worker's memory?)")
+
 
 def requeue_stale(job_id: str, lease_seconds: int, url: str | None = None) -> bool:
     """Put a stale job back to `queued` with a new lease and count the message about to be sent.
     Conditional on it still being stale (and on the count read), so two sweepers do not both re-send it.
-    A job that was `running` (its worker died or hung) gets one lease; one that was waiting in `queued`
-    gets a lease doubled per earlier re-send (see MAX_LEASE_DOUBLINGS)."""
+    A job that was `running` (its worker died or hung) gets one lease, and fails for good once that has
+    happened MAX_INTERRUPTIONS times; one that was waiting in `queued` gets a lease doubled per earlier
+    re-send (see MAX_LEASE_DOUBLINGS). Returns whether a message should be sent."""
     now = utcnow()
     with write_scope(url) as session:
-        found = session.execute(select(Job.status, Job.enqueued)
+        found = session.execute(select(Job.status, Job.enqueued, Job.interruptions)
                                 .where(Job.id == job_id, stale_filter(now, lease_seconds))).first()
         if found is None:
             return False
-        status, enqueued = found
+        status, enqueued, interruptions = found
+        still_stale = and_(Job.id == job_id, Job.enqueued == enqueued, stale_filter(now, lease_seconds))
+        if status == JobStatus.running:
+            interruptions = (interruptions or 0) + 1
+            if interruptions >= MAX_INTERRUPTIONS:
+                session.execute(update(Job).where(still_stale).values(
+                    status=JobStatus.failed, interruptions=interruptions, finished=now, lease_until=None,
+                    error=INTERRUPTED_REASON).execution_options(synchronize_session=False))
+                return False
         lease = lease_seconds
         if status == JobStatus.queued:
             lease *= 2 ** min(enqueued or 0, MAX_LEASE_DOUBLINGS)
         return bool(session.execute(
-            update(Job).where(Job.id == job_id, Job.enqueued == enqueued, stale_filter(now, lease_seconds))
+            update(Job).where(still_stale)
             .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease),
-                    enqueued=Job.enqueued + 1)
+                    enqueued=Job.enqueued + 1, interruptions=interruptions)
             .execution_options(synchronize_session=False)
         ).rowcount)
 
 
 def requeue_orphans(worker: str, lease_seconds: int, url: str | None = None) -> list[str]:
     """Jobs left `running` under this worker's name by an earlier incarnation of it (a worker runs one
-    task at a time, so at its start nothing can legitimately be running under its name). They go
-    back to `queued` with a new lease and a counted message; the caller sends the messages."""
+    task at a time, so at its start nothing can legitimately be running under its name). They count an
+    interruption: back to `queued` with a new lease and a counted message (the caller sends the messages),
+    or `failed` once interrupted MAX_INTERRUPTIONS times."""
     now = utcnow()
     with write_scope(url) as session:
-        orphans = list(session.scalars(select(Job.id).where(Job.status == JobStatus.running, Job.worker == worker)))
+        orphaned = and_(Job.status == JobStatus.running, Job.worker == worker)
+        session.execute(
+            update(Job).where(orphaned, Job.interruptions >= MAX_INTERRUPTIONS - 1)
+            .values(status=JobStatus.failed, interruptions=Job.interruptions + 1, finished=now, lease_until=None,
+                    error=INTERRUPTED_REASON)
+            .execution_options(synchronize_session=False))
+        orphans = list(session.scalars(select(Job.id).where(orphaned)))
         if orphans:
             session.execute(
-                update(Job).where(Job.id.in_(orphans), Job.status == JobStatus.running, Job.worker == worker)
+                update(Job).where(Job.id.in_(orphans), orphaned)
                 .values(status=JobStatus.queued, lease_until=now + timedelta(seconds=lease_seconds),
-                        enqueued=Job.enqueued + 1)
+                        enqueued=Job.enqueued + 1, interruptions=Job.interruptions + 1)
                 .execution_options(synchronize_session=False))
     return orphans
 

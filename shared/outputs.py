@@ -36,7 +36,7 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(overlay_rgb(image, labels)).save(buffer, format="PNG", optimize=False, compress_level=3)
+    Image.fromarray(overlay_rgb(image, labels)).save(buffer, format="PNG", optimize=False, compress_level=1)
     return buffer.getvalue()
 
 

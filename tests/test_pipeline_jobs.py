@@ -97,6 +97,29 @@ def test_stale_jobs_are_requeued_once(database):
     assert jobs.claim(dead_worker, "w2@h", lease_seconds=60) is not None
 
 
+
+def test_an_image_that_keeps_killing_its_worker_fails_after_three_interruptions(database):
+    from shared import jobs
+    from shared.db.models import Job, utcnow
+    from shared.db.session import session_scope
+
+    _, hung = seed_job(b"hangs-its-worker", enqueue=False)
+    _, orphaned = seed_job(b"kills-its-worker", enqueue=False)
+    for attempt in range(1, jobs.MAX_INTERRUPTIONS + 1):
+        assert jobs.claim(hung, f"w{attempt}@h", lease_seconds=60) is not None
+        with session_scope() as session:  # the worker died or hung: its lease runs out
+            session.execute(update(Job).where(Job.id == hung).values(lease_until=utcnow() - timedelta(seconds=1)))
+        resent = jobs.requeue_stale(hung, lease_seconds=60)
+        assert resent == (attempt < jobs.MAX_INTERRUPTIONS)
+        # the same image dies with a worker that restarts under its own name
+        assert jobs.claim(orphaned, "w@h", lease_seconds=60) is not None
+        assert jobs.requeue_orphans("w@h", lease_seconds=60) == ([orphaned] if attempt < jobs.MAX_INTERRUPTIONS else [])
+    for job_id in (hung, orphaned):
+        job = job_row(job_id)
+        assert job.status.value == "failed" and job.interruptions == jobs.MAX_INTERRUPTIONS
+        assert "interrupted" in job.error
+        assert jobs.claim(job_id, "w9@h", lease_seconds=60) is None  # failed is final
+
 def test_queue_depth_counts_waiting_messages(use_settings, tmp_path):
     from shared.queue import enqueue_segment, queue_depth
 

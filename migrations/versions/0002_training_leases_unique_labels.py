@@ -1,5 +1,5 @@
 """Training runs get a lease (the sweeper re-sends a queued run whose message was lost); one label row
-per (image, label bytes) even under concurrent uploads.
+per (image, label bytes) even under concurrent uploads; jobs count the times their worker died on them.
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('jobs') as batch:
+        batch.add_column(sa.Column('interruptions', sa.Integer(), nullable=False, server_default='0'))
     with op.batch_alter_table('training_runs') as batch:
         batch.add_column(sa.Column('lease_until', sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table('labels') as batch:
@@ -29,3 +31,5 @@ def downgrade() -> None:
         batch.drop_constraint('uq_label_image_sha256', type_='unique')
     with op.batch_alter_table('training_runs') as batch:
         batch.drop_column('lease_until')
+    with op.batch_alter_table('jobs') as batch:
+        batch.drop_column('interruptions')

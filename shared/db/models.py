@@ -86,6 +86,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     enqueued: Mapped[int] = mapped_column(Integer, default=0)  # messages sent for it (sweeper included)
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)  # times its worker died or hung mid-task
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     worker: Mapped[str | None] = mapped_column(String(200))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
