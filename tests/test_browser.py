@@ -42,9 +42,12 @@ def browser(tmp_path_factory):
 
 
 def wait(driver, condition, timeout: float = 30, message: str = ""):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.5).until(condition, message)
+    # the page re-renders its table while jobs run: an element read mid-refresh is simply read again
+    return WebDriverWait(driver, timeout, poll_frequency=0.5,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def image_loaded(driver, element) -> bool:

@@ -49,8 +49,12 @@ def test_waiting_jobs_back_off_dead_workers_do_not(use_settings, tmp_path):
     assert job_row(waiting).enqueued == 6
 
     _, crashed = seed_job(b"crashed", enqueue=False)
-    for _ in range(3):
+    for _ in range(jobs.MAX_INTERRUPTIONS - 1):
         assert jobs.claim(crashed, "segment-1@h", LEASE) is not None
         _expire(crashed)
         assert jobs.requeue_stale(crashed, LEASE)
         assert round(_lease_left(crashed) / LEASE) == 1
+    assert jobs.claim(crashed, "segment-1@h", LEASE) is not None
+    _expire(crashed)
+    assert not jobs.requeue_stale(crashed, LEASE)  # interrupted once too often: failed, not re-sent
+    assert job_row(crashed).status.value == "failed"

@@ -100,7 +100,9 @@ def parse_metadata(form: MultiDict) -> Metadata:
 def clean_filename(raw: str | None) -> str:
     name = os.path.basename((raw or "").replace("\\", "/")).strip()
     name = "".join(ch for ch in name if ord(ch) >= 32)
-    return (name or "upload")[:500]
+    if name in ("", ".", ".."):
+        return "upload"
+    return name[:500]
 
 
 def _read_and_hash(upload: FileStorage, filename: str, max_bytes: int) -> tuple[bytes, str]:

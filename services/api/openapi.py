@@ -191,7 +191,7 @@ RESPONSES["RateLimited"] = _json(_ref("Error"), "Over the upload rate limit (fil
 RESPONSES["RateLimited"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 
 PARAMETERS = {
-    "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    "page": {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000, "default": 1}},
     "per_page": {"name": "per_page", "in": "query",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
     "name": {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},

@@ -13,6 +13,7 @@ from services.api.errors import ApiError
 from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
 
 MAX_PER_PAGE = 1000
+MAX_PAGE = 1_000_000  # beyond any real listing; keeps the SQL offset inside a 64-bit integer
 DEFAULT_PER_PAGE = 50
 
 NUCLEUS_COLUMNS = ["label", "area", "perimeter", "centroid_x", "centroid_y", "equivalent_diameter", "eccentricity",
@@ -46,7 +47,7 @@ def _positive_int(name: str, default: int, maximum: int | None = None) -> int:
 
 
 def page_from_request(default_per_page: int = DEFAULT_PER_PAGE) -> Page:
-    return Page(page=_positive_int("page", 1), per_page=_positive_int("per_page", default_per_page, MAX_PER_PAGE))
+    return Page(page=_positive_int("page", 1, MAX_PAGE), per_page=_positive_int("per_page", default_per_page, MAX_PER_PAGE))
 
 
 SORTS = {"created": Image.created, "filename": Image.filename, "condition": Image.condition, "well": Image.well,
