@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.datasets import LabelledImage
+from shared.model import precision
 from shared.model.preprocess import normalize
 from shared.model.segmenter import Segmenter, pick_device, save_checkpoint
 from shared.model.targets import instance_targets
@@ -33,7 +34,7 @@ KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "bri
 
 @dataclass
 class TrainConfig:
-    steps: int = 8000
+    steps: int = 6400
     batch: int = 8
     crop: int = 224
     lr: float = 2e-3
@@ -47,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = torch's default
     device: str = "auto"
+    precision: str = "auto"  # "auto": bfloat16 where the hardware runs it natively (shared.model.precision)
     name: str = "nucleus-dsb2018"
 
 
@@ -181,6 +183,8 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    amp_dtype = precision.resolve(cfg.precision, device)
+    log.info("training on %s in %s", device, "bfloat16 mixed precision" if amp_dtype else "float32")
     torch.manual_seed(cfg.seed)
     model = UNet(base=cfg.base, depth=cfg.depth)
     state = TrainState()
@@ -233,7 +237,9 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
             lr *= (state.step - rewarm_from + 1) / REWARM_STEPS
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = loss_fn(model(x), y)
+        with precision.autocast(device, amp_dtype):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
