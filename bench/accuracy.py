@@ -25,6 +25,7 @@ def main() -> int:
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--json", default=None, help="also write all numbers here")
     args = parser.parse_args()
     if args.threads:
@@ -32,7 +33,7 @@ def main() -> int:
 
     names = validation_names()[: args.limit or None]
     items = list(iter_labelled(args.data or default_dsb_dir(), names))
-    segmenter = Segmenter(args.weights)
+    segmenter = Segmenter(args.weights, precision=args.precision)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {
         f"U-Net + seeded watershed ({segmenter.version})": segmenter.segment,
@@ -46,7 +47,8 @@ def main() -> int:
         bar.close()
         results[title] = summary
     per_kind = ", ".join(f"{kind} {m['images']}" for kind, m in next(iter(results.values())).items() if kind != "all")
-    print(f"DSB2018 stage-1 validation split: {len(items)} images ({per_kind}), torch threads {torch.get_num_threads()}")
+    print(f"DSB2018 stage-1 validation split: {len(items)} images ({per_kind}), torch threads {torch.get_num_threads()}, "
+          f"{segmenter.amp_dtype or torch.float32}")
     print(format_table({title: r["all"] for title, r in results.items()}, "method"))
     print()
     print("per image type, shipped model:")

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
 
     # Inference
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bfloat16 where the hardware runs it natively) | bf16 | fp32
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = 1024

@@ -11,6 +11,7 @@ the `done` status in one transaction keyed by the job (results.job_id is unique)
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,6 +78,40 @@ def claim(job_id: str, worker: str, lease_seconds: int, takeover: bool = False,
                                      .where(Job.id == job_id)).one()
         return ClaimedJob(job_id=job.id, image_id=image.id, object_key=image.object_key, filename=image.filename,
                           channel=image.channel, condition=image.condition, well=image.well, attempts=job.attempts)
+
+
+def renew(job_id: str, worker: str, lease_seconds: int, url: str | None = None) -> bool:
+    """Extend the lease of a job `worker` is still running; False once the job is no longer its own."""
+    with write_scope(url) as session:
+        return bool(session.execute(
+            update(Job).where(Job.id == job_id, Job.status == JobStatus.running, Job.worker == worker)
+            .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        ).rowcount)
+
+
+@contextmanager
+def held_lease(job_id: str, worker: str, lease_seconds: int, url: str | None = None) -> Iterator[None]:
+    """Renew the job's lease every third of a lease while the block runs, so that an image slower than
+    one lease is not re-sent by the sweeper while its worker is alive. A worker that dies stops renewing,
+    and the lease runs out as before."""
+    stop = threading.Event()
+
+    def keep() -> None:
+        while not stop.wait(lease_seconds / 3):
+            try:
+                if not renew(job_id, worker, lease_seconds, url):
+                    return
+            except Exception as exc:  # noqa: BLE001 - a database blip: the next renewal may work
+                log.warning("could not renew the job's lease", extra={"error": str(exc)})
+
+    keeper = threading.Thread(target=keep, name=f"lease-{job_id}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join(timeout=lease_seconds)
 
 
 def complete(job_id: str, result: dict, nuclei: list[dict], url: str | None = None) -> bool:

@@ -17,7 +17,10 @@ import click
               help="Only the images of the fixed DSB2018 validation split (for the DSB2018 folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: metrics overall, per image type and per image.")
 @click.option("--device", default=None)
-def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: bool, device: str | None):
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: bfloat16 mixed precision where the hardware runs it natively, else float32.")
+def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: bool, device: str | None,
+             precision: str):
     """Print mean pixel IoU, AP at IoU 0.5, the DSB score and count error, overall and per image type."""
     from tqdm import tqdm
 
@@ -32,7 +35,7 @@ def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: 
         names = [n for n in names if n in held_out]
     if not names:
         raise click.UsageError(f"no labelled images found under {data}")
-    segmenter = Segmenter(weights, device=device)
+    segmenter = Segmenter(weights, device=device, precision=precision)
     bar = tqdm(total=len(names), desc="evaluating", unit="image", file=sys.stderr)
     scores, summary = run(segmenter.segment, iter_labelled(data, names), progress=lambda _: bar.update())
     bar.close()

@@ -55,7 +55,8 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
         return Outcome("skipped")
     log.info("job claimed", extra={"attempt": claimed.attempts, "worker": worker})
     try:
-        result, nuclei = compute(claimed)
+        with jobs.held_lease(job_id, worker, settings.job_lease_seconds):
+            result, nuclei = compute(claimed)
     except PermanentFailure as exc:
         jobs.fail(job_id, str(exc))
         log.warning("job failed", extra={"reason": str(exc)})

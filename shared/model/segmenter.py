@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
+from shared.model import precision as mixed_precision
 from shared.model.preprocess import normalize
 from shared.model.unet import UNet
 from shared.postprocess import PostprocessSettings, connected_components, instances
@@ -79,12 +80,13 @@ class Segmenter:
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
 
     def __init__(self, weights: Path | str | bytes | None = None, device: str | None = None,
-                 tile: int = 1024, overlap: int = 64):
+                 tile: int = 1024, overlap: int = 64, precision: str = "auto"):
         raw = weights if isinstance(weights, bytes) else Path(weights or shipped_weights_path()).read_bytes()
         checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a nucleus weights file")
         self.device = pick_device(device)
+        self.amp_dtype = mixed_precision.resolve(precision, self.device)
         model = UNet(**checkpoint["config"])
         model.load_state_dict(checkpoint["state_dict"])
         self.stride = model.stride
@@ -129,8 +131,9 @@ class Segmenter:
             mode = "reflect" if ph < h and pw < w else "replicate"
             batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        logits = self.model(batch)[0, :, :h, :w]
-        return torch.sigmoid(logits).float().cpu().numpy()
+        with mixed_precision.autocast(self.device, self.amp_dtype):
+            logits = self.model(batch)[0, :, :h, :w]
+        return torch.sigmoid(logits.float()).cpu().numpy()
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
