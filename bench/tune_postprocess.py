@@ -1,0 +1,64 @@
+"""Choose the post-processing thresholds on images of the *training* split (never the validation split).
+
+The network runs once per image; each grid point then only re-runs the seeded watershed. Prints the
+grid ranked by DSB score; the winner goes into `PostprocessSettings`' defaults (shared/postprocess.py),
+which `export_weights` stores inside the shipped weights.
+
+    .venv/bin/python bench/tune_postprocess.py [--weights PATH] [--images 80]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import sys
+
+from tqdm import tqdm
+
+from shared.datasets import default_dsb_dir, iter_labelled, training_names
+from shared.metrics import score_image, summarize
+from shared.model.segmenter import Segmenter
+from shared.postprocess import PostprocessSettings, instances
+
+GRID = {
+    "foreground_threshold": (0.5, 0.6, 0.7),
+    "seed_threshold": (0.2, 0.3, 0.4, 0.5),
+    "boundary_threshold": (0.4, 0.5, 0.6),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
+    parser.add_argument("--images", type=int, default=80, help="training images to tune on (a fixed random draw)")
+    parser.add_argument("--top", type=int, default=10)
+    args = parser.parse_args()
+
+    root = args.data or default_dsb_dir()
+    names = random.Random(80).sample(training_names(root), args.images)
+    segmenter = Segmenter(args.weights)
+    cached = [(item, segmenter.predict(item.image))
+              for item in tqdm(iter_labelled(root, names), total=len(names), desc="network", file=sys.stderr)]
+    results = []
+    candidates = [PostprocessSettings(**dict(zip(GRID, values))) for values in itertools.product(*GRID.values())]
+    if segmenter.postprocess not in candidates:
+        candidates.append(segmenter.postprocess)
+    for settings in tqdm(candidates, desc="grid", file=sys.stderr):
+        scores = [score_image(item.name, item.kind, item.labels,
+                              instances(p.foreground, p.boundary, p.distance, settings)) for item, p in cached]
+        results.append((summarize(scores), settings))
+    results.sort(key=lambda r: -r[0]["dsb_score"])
+    current = next(s for s, settings in results if settings == segmenter.postprocess)
+    print(f"{len(cached)} training images, weights {segmenter.version}; current settings: DSB "
+          f"{current['dsb_score']:.3f}, AP@0.5 {current['ap50']:.3f}")
+    print(f"{'foreground':>10} {'seed':>5} {'rim':>5} {'DSB':>6} {'AP@0.5':>7} {'IoU':>6} {'count err':>9}")
+    for summary, s in results[: args.top]:
+        print(f"{s.foreground_threshold:>10} {s.seed_threshold:>5} {s.boundary_threshold:>5} "
+              f"{summary['dsb_score']:>6.3f} {summary['ap50']:>7.3f} {summary['pixel_iou']:>6.3f} "
+              f"{summary['count_error_median']:>9.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
