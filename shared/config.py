@@ -36,6 +36,7 @@ class Settings(BaseSettings):
 
     # Delivery: a job sitting in queued/running past its lease is re-enqueued by the sweeper.
     job_lease_seconds: int = 300
+    job_max_seconds: int = 3600  # a worker renews its job's lease this long at most; longer counts as a hang
     sweep_interval_seconds: float = 10.0
     task_max_retries: int = 5
 

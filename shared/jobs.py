@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,14 +92,17 @@ def renew(job_id: str, worker: str, lease_seconds: int, url: str | None = None) 
 
 
 @contextmanager
-def held_lease(job_id: str, worker: str, lease_seconds: int, url: str | None = None) -> Iterator[None]:
+def held_lease(job_id: str, worker: str, lease_seconds: int, max_seconds: float,
+               url: str | None = None) -> Iterator[None]:
     """Renew the job's lease every third of a lease while the block runs, so that an image slower than
     one lease is not re-sent by the sweeper while its worker is alive. A worker that dies stops renewing,
-    and the lease runs out as before."""
+    and the lease runs out as before; so does one still busy after `max_seconds`, which is taken to hang
+    (the sweeper re-sends the job, and a job that hangs MAX_INTERRUPTIONS workers fails)."""
     stop = threading.Event()
+    give_up = time.monotonic() + max_seconds
 
     def keep() -> None:
-        while not stop.wait(lease_seconds / 3):
+        while not stop.wait(lease_seconds / 3) and time.monotonic() < give_up:
             try:
                 if not renew(job_id, worker, lease_seconds, url):
                     return

@@ -34,7 +34,7 @@ KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "bri
 
 @dataclass
 class TrainConfig:
-    steps: int = 5800
+    steps: int = 5400
     batch: int = 8
     crop: int = 224
     lr: float = 2e-3

@@ -55,7 +55,7 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
         return Outcome("skipped")
     log.info("job claimed", extra={"attempt": claimed.attempts, "worker": worker})
     try:
-        with jobs.held_lease(job_id, worker, settings.job_lease_seconds):
+        with jobs.held_lease(job_id, worker, settings.job_lease_seconds, settings.job_max_seconds):
             result, nuclei = compute(claimed)
     except PermanentFailure as exc:
         jobs.fail(job_id, str(exc))
