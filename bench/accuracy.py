@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from shared.datasets import default_dsb_dir, iter_labelled, validation_names
 from shared.evaluation import evaluate, format_table
+from shared.model.precision import CHOICES
 from shared.model.segmenter import Segmenter
 from shared.postprocess import classical
 
@@ -25,7 +26,7 @@ def main() -> int:
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    parser.add_argument("--precision", default="auto", choices=CHOICES)
     parser.add_argument("--json", default=None, help="also write all numbers here")
     args = parser.parse_args()
     if args.threads:

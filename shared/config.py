@@ -10,6 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
+
+# Numeric precisions for the network (shared.model.precision); here so command-line parsers need not import torch.
+PRECISIONS = ("auto", "bf16", "fp32")
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,7 +45,7 @@ class Settings(BaseSettings):
 
     # Inference
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bfloat16 where the hardware runs it natively) | bf16 | fp32
+    precision: str = "auto"  # one of PRECISIONS; auto: bfloat16 where the CPU/GPU has the instructions
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = 1024

@@ -48,7 +48,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0 = torch's default
     device: str = "auto"
-    precision: str = "auto"  # "auto": bfloat16 where the hardware runs it natively (shared.model.precision)
+    precision: str = "auto"  # "auto": bfloat16 where the hardware has the instructions (shared.model.precision)
     name: str = "nucleus-dsb2018"
 
 

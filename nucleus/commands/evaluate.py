@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from shared.config import PRECISIONS
+
 
 @click.command()
 @click.option("--data", "data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -17,8 +19,8 @@ import click
               help="Only the images of the fixed DSB2018 validation split (for the DSB2018 folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: metrics overall, per image type and per image.")
 @click.option("--device", default=None)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto: bfloat16 mixed precision where the hardware runs it natively, else float32.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: bfloat16 mixed precision where the CPU/GPU has the instructions, else float32.")
 def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: bool, device: str | None,
              precision: str):
     """Print mean pixel IoU, AP at IoU 0.5, the DSB score and count error, overall and per image type."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shared.config import PRECISIONS
 from shared.training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -30,8 +31,8 @@ DEFAULTS = TrainConfig()
 @click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Start from these weights (fine-tuning) instead of random initialisation.")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default=DEFAULTS.precision, show_default=True,
-              help="auto: bfloat16 mixed precision where the CPU or GPU runs it natively (about 2.5x faster), else float32.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, show_default=True,
+              help="auto: bfloat16 mixed precision where the CPU or GPU runs it natively (2.5x faster there), else float32.")
 @click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per core).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
