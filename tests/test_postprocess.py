@@ -3,7 +3,7 @@ import numpy as np
 from skimage.draw import disk
 
 from shared.model.targets import instance_targets
-from shared.postprocess import classical, connected_components, instances
+from shared.postprocess import PostprocessSettings, classical, connected_components, instances
 
 
 def touching_pair(shape=(80, 120)):
@@ -37,3 +37,35 @@ def test_classical_baseline_handles_both_polarities():
     dark_on_bright = 255 - bright_on_dark
     assert classical(bright_on_dark).max() == 2
     assert classical(dark_on_bright).max() == 2
+
+
+def two_peaks(apart: int) -> np.ndarray:
+    """A distance map with two cone-shaped peaks `apart` pixels apart, joined by a saddle."""
+    yy, xx = np.mgrid[:60, :80]
+    cone = lambda cx: 1 - np.hypot(yy - 30, xx - cx) / 20
+    return np.clip(np.maximum(cone(40 - apart / 2), cone(40 + apart / 2)), 0, 1)
+
+
+def test_only_peaks_that_stand_out_become_separate_nuclei():
+    shallow, deep = two_peaks(6), two_peaks(16)  # saddles 0.15 and 0.4 below the peaks
+    for relief, expected in ((shallow, 1), (deep, 2)):
+        fg = (relief > 0.2).astype(np.float32)
+        assert instances(fg, np.zeros_like(fg), relief, PostprocessSettings(seed_height=0.2)).max() == expected
+    fg = (shallow > 0.2).astype(np.float32)
+    assert instances(fg, np.zeros_like(fg), shallow, PostprocessSettings(seed_height=0.05)).max() == 2
+
+
+def test_objects_the_network_is_unsure_of_are_dropped():
+    labels = touching_pair((80, 160))
+    labels[disk((40, 130), 12, shape=labels.shape)] = 3
+    fg, boundary, distance = instance_targets(labels)
+    fg = np.where(labels == 3, 0.7, fg)  # above the foreground threshold, below the confidence floor
+    assert instances(fg, boundary, distance, PostprocessSettings(min_confidence=0.8)).max() == 2
+    assert instances(fg, boundary, distance, PostprocessSettings(min_confidence=0)).max() == 3
+
+
+def test_settings_stored_by_an_older_post_processing_still_load():
+    stored = {"foreground_threshold": 0.55, "seed_threshold": 0.3, "boundary_threshold": 0.5, "min_size": 12}
+    settings = PostprocessSettings.from_dict(stored)
+    assert (settings.foreground_threshold, settings.min_size) == (0.55, 12)
+    assert settings.seed_height == PostprocessSettings().seed_height

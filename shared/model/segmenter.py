@@ -92,7 +92,7 @@ class Segmenter:
         self.stride = model.stride
         # Inference only: folding each batch norm into its convolution saves about a fifth of the time.
         self.model = fuse(model.eval()).to(self.device, memory_format=torch.channels_last)
-        self.postprocess = PostprocessSettings(**checkpoint.get("postprocess", {}))
+        self.postprocess = PostprocessSettings.from_dict(checkpoint.get("postprocess", {}))
         self.version = version_of(raw, checkpoint.get("name", "model"))
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
