@@ -3,9 +3,8 @@
 The network runs once per image; each grid point then only re-runs the post-processing. Prints the grid
 ranked by DSB score among the settings whose median count error stays within COUNT_ERROR_LIMIT, and beyond
 that limit by count error (counts are what most users read first, so a setting that buys DSB score by
-dropping real nuclei does not win). The
-winner goes into `PostprocessSettings`' defaults (shared/postprocess.py), which `export_weights` stores
-inside the shipped weights.
+dropping real nuclei does not win). The winner goes into `PostprocessSettings`' defaults
+(shared/postprocess.py), which `export_weights` stores inside the shipped weights.
 
     .venv/bin/python bench/tune_postprocess.py [--weights PATH] [--images 80]
 """

@@ -10,10 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Numeric precisions for the network (shared.model.precision); here so command-line parsers need not import torch.
 PRECISIONS = ("auto", "bf16", "fp32")
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):

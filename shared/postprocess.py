@@ -38,20 +38,21 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return out.astype(np.uint32, copy=False)
 
 
+def _drop(labels: np.ndarray, dropped: np.ndarray) -> np.ndarray:
+    """Set to background every label whose entry in `dropped` (indexed by label) is true."""
+    dropped[0] = False
+    return np.where(dropped[labels], 0, labels)
+
+
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    sizes = np.bincount(labels.ravel())
-    small = sizes < min_size
-    small[0] = False
-    return np.where(small[labels], 0, labels)
+    return _drop(labels, np.bincount(labels.ravel()) < min_size)
 
 
 def _drop_unsure(labels: np.ndarray, foreground: np.ndarray, min_confidence: float) -> np.ndarray:
     if not min_confidence or labels.max() == 0:
         return labels
     confidence = np.asarray(ndi.mean(foreground, labels, index=np.arange(labels.max() + 1)))
-    keep = confidence >= min_confidence
-    keep[0] = True
-    return np.where(keep[labels], labels, 0)
+    return _drop(labels, confidence < min_confidence)
 
 
 def _peaks(relief: np.ndarray, mask: np.ndarray, height: float) -> np.ndarray:

@@ -24,7 +24,8 @@ DEFAULTS = TrainConfig()
 @click.option("--crop", type=int, default=DEFAULTS.crop, show_default=True)
 @click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True)
 @click.option("--restart-at", type=int, default=None,
-              help=f"Step at which a second cosine cycle starts (default {DEFAULTS.restart_at}; 0 with --init: none).")
+              help=f"Step at which a second cosine cycle starts (default {DEFAULTS.restart_at}; "
+                   "0 with --init: none).")
 @click.option("--restart-lr", type=float, default=DEFAULTS.restart_lr, show_default=True,
               help="Peak learning rate of the second cycle.")
 @click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
@@ -36,7 +37,8 @@ DEFAULTS = TrainConfig()
               help="Start from these weights (fine-tuning) instead of random initialisation.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, show_default=True,
-              help="auto: bfloat16 mixed precision where the CPU or GPU runs it natively (2.5x faster there), else float32.")
+              help="auto: bfloat16 mixed precision where the CPU or GPU has the instructions (2.5x faster there), "
+                   "else float32.")
 @click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per core).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--resume-from", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -45,8 +47,8 @@ DEFAULTS = TrainConfig()
               help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
-def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, base, eval_every, checkpoint_every, eval_images, limit, init_weights,
-          device, precision, threads, seed, resume_from, save_compact, export):
+def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, base, eval_every, checkpoint_every, eval_images,
+          limit, init_weights, device, precision, threads, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
@@ -73,7 +75,8 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, base, eval_
     if restart_at is None:  # fine-tuning from given weights is one cycle unless asked otherwise
         restart_at = 0 if init_weights else DEFAULTS.restart_at
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restart_at=restart_at, restart_lr=restart_lr,
-                      base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed, threads=threads)
+                      base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device,
+                      precision=precision, seed=seed, threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
 
     def progress(step, total, info):
