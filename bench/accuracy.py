@@ -13,6 +13,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from shared.config import DEFAULT_VIEWS, VIEWS
 from shared.datasets import default_dsb_dir, iter_labelled, validation_names
 from shared.evaluation import evaluate, format_table
 from shared.model.precision import CHOICES
@@ -23,6 +24,8 @@ from shared.postprocess import classical
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                        help="flips/turns averaged by the network (test-time augmentation)")
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
     parser.add_argument("--threads", type=int, default=0)
@@ -34,7 +37,7 @@ def main() -> int:
 
     names = validation_names()[: args.limit or None]
     items = list(iter_labelled(args.data or default_dsb_dir(), names))
-    segmenter = Segmenter(args.weights, precision=args.precision)
+    segmenter = Segmenter(args.weights, precision=args.precision, views=args.views)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {
         f"U-Net + seeded watershed ({segmenter.version})": segmenter.segment,
@@ -67,7 +70,8 @@ def speed_table(segmenter: Segmenter, repeats: int = 5) -> str:
     """Seconds per image for the whole segment() call (network + post-processing), by image size."""
     import numpy as np
 
-    from shared.datasets import load
+    from shared.config import DEFAULT_VIEWS, VIEWS
+from shared.datasets import load
 
     root = default_dsb_dir()
     wanted = {(256, 256): None, (1024, 1024): None}

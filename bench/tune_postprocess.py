@@ -17,6 +17,7 @@ import sys
 
 from tqdm import tqdm
 
+from shared.config import DEFAULT_VIEWS, VIEWS
 from shared.datasets import default_dsb_dir, iter_labelled, training_names
 from shared.metrics import score_image, summarize
 from shared.model.segmenter import Segmenter
@@ -34,6 +35,8 @@ COUNT_ERROR_LIMIT = 0.05  # the issue's target for the median count error
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
+                        help="flips/turns averaged by the network (test-time augmentation)")
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--images", type=int, default=80, help="training images to tune on (a fixed random draw)")
     parser.add_argument("--top", type=int, default=10)
@@ -41,7 +44,7 @@ def main() -> int:
 
     root = args.data or default_dsb_dir()
     names = random.Random(80).sample(training_names(root), args.images)
-    segmenter = Segmenter(args.weights)
+    segmenter = Segmenter(args.weights, views=args.views)
     cached = [(item, segmenter.predict(item.image))
               for item in tqdm(iter_labelled(root, names), total=len(names), desc="network", file=sys.stderr)]
     results = []

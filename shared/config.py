@@ -14,6 +14,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Numeric precisions for the network (shared.model.precision); here so command-line parsers need not import torch.
 PRECISIONS = ("auto", "bf16", "fp32")
+# Test-time augmentation: the network's maps are averaged over this many of the eight flips and 90° turns of
+# each image. Two views (the image and its mirror image) cost a second pass and smooth out orientation-dependent
+# mistakes that split or merge nuclei; eight are a little more accurate still and cost eight passes.
+VIEWS = (1, 2, 4, 8)
+DEFAULT_VIEWS = 2
 
 
 class Settings(BaseSettings):
@@ -49,6 +54,7 @@ class Settings(BaseSettings):
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = 1024
+    test_time_views: int = DEFAULT_VIEWS  # one of VIEWS
     worker_metrics_port: int = 0  # 0: off; worker segment-<i> serves Prometheus metrics on this port + i
     weights_path: Path | None = None  # default: the shipped weights inside the package
 

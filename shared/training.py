@@ -21,7 +21,7 @@ from shared.datasets import LabelledImage
 from shared.model import precision
 from shared.model.preprocess import normalize
 from shared.model.segmenter import Segmenter, pick_device, save_checkpoint
-from shared.model.targets import instance_targets
+from shared.model.targets import contact_zone, instance_targets
 from shared.model.unet import UNet
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class TrainConfig:
     restart_at: int = 5000
     restart_lr: float = 6e-4
     weight_decay: float = 1e-4
+    # Extra loss weight on pixels where nuclei touch (shared.model.targets.contact_zone): merges of touching
+    # nuclei are the commonest counting error.
+    contact_weight: float = 4.0
     base: int = 16
     depth: int = 4
     scale_range: tuple[float, float] = (0.6, 1.7)
@@ -59,14 +62,18 @@ class TrainConfig:
 @dataclass
 class Sample:
     image: np.ndarray    # 3xHxW float16, normalised
-    targets: np.ndarray  # 3xHxW float16
+    targets: np.ndarray  # 4xHxW float16: the network's three outputs (unet.OUTPUTS), then the contact zone
     kind: str
     weight: float = 1.0  # relative sampling weight on top of the per-kind weight
 
 
+def training_targets(labels: np.ndarray) -> np.ndarray:
+    return np.concatenate([instance_targets(labels), contact_zone(labels)[None]]).astype(np.float16)
+
+
 def prepare(items: Iterable[LabelledImage], weight: float = 1.0) -> list[Sample]:
-    return [Sample(normalize(it.image).astype(np.float16), instance_targets(it.labels).astype(np.float16), it.kind,
-                   weight) for it in items]
+    return [Sample(normalize(it.image).astype(np.float16), training_targets(it.labels), it.kind, weight)
+            for it in items]
 
 
 def _random_crop(sample: Sample, size: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
@@ -137,14 +144,17 @@ def batches(samples: list[Sample], cfg: TrainConfig, rng: random.Random):
         yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, contact_weight: float = 0.0) -> torch.Tensor:
+    """Foreground BCE + Dice, rim BCE, distance BCE; the per-pixel terms weigh the contact zone more."""
     fg, bd, dist = target[:, 0], target[:, 1], target[:, 2]
+    weight = 1.0 + contact_weight * target[:, 3] if contact_weight and target.shape[1] > 3 else None
     fg_logit = logits[:, 0]
-    bce_fg = F.binary_cross_entropy_with_logits(fg_logit, fg)
+    bce_fg = F.binary_cross_entropy_with_logits(fg_logit, fg, weight=weight)
     p = torch.sigmoid(fg_logit)
     dice = 1 - (2 * (p * fg).sum() + 1) / (p.sum() + fg.sum() + 1)
-    bce_bd = F.binary_cross_entropy_with_logits(logits[:, 1], bd, pos_weight=torch.tensor(3.0, device=logits.device))
-    bce_dist = F.binary_cross_entropy_with_logits(logits[:, 2], dist)
+    bce_bd = F.binary_cross_entropy_with_logits(logits[:, 1], bd, weight=weight,
+                                                pos_weight=torch.tensor(3.0, device=logits.device))
+    bce_dist = F.binary_cross_entropy_with_logits(logits[:, 2], dist, weight=weight)
     return bce_fg + dice + bce_bd + 2 * bce_dist
 
 
@@ -252,7 +262,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
             group["lr"] = lr
         with precision.autocast(device, amp_dtype):
             logits = model(x)
-        loss = loss_fn(logits.float(), y)
+        loss = loss_fn(logits.float(), y, cfg.contact_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -2,7 +2,7 @@
 import numpy as np
 from skimage.draw import disk
 
-from shared.model.targets import instance_targets
+from shared.model.targets import contact_zone, instance_targets
 from shared.postprocess import PostprocessSettings, classical, connected_components, instances
 
 
@@ -22,6 +22,20 @@ def test_targets_separate_what_the_foreground_merges():
     # each predicted nucleus sits on one true nucleus
     for value in (1, 2):
         assert len(np.unique(labels[separated == value])) == 1
+
+
+def test_the_contact_zone_lies_where_nuclei_touch_or_nearly_touch():
+    labels = touching_pair((80, 200))
+    labels[30:50, 120:140] = 3  # 4 px of background from nucleus 4: nearly touching
+    labels[30:50, 144:160] = 4
+    labels[5:15, 185:195] = 5  # alone
+    zone = contact_zone(labels, radius=3)
+    rows, cols = np.nonzero(zone)
+    touching = cols < 100
+    assert touching.any() and abs(cols[touching].mean() - 57) < 3  # around the line where disks 1 and 2 meet
+    gap = (cols >= 100) & (cols < 170)
+    assert set(cols[gap]) == {141, 142}  # the middle of the 4-px gap (cols 140-143) is within 3 px of both
+    assert not zone[:, 170:].any() and not zone[:, 100:117].any()
 
 
 def test_tiny_nuclei_without_a_seed_are_kept():

@@ -1,4 +1,4 @@
-"""The learning-rate schedule: warm-up, cosine decay, and the shipped recipe's one warm restart."""
+"""The learning-rate schedule (warm-up, cosine decay, the shipped recipe's warm restarts) and the loss."""
 import pytest
 
 from shared.training import TrainConfig, learning_rate
@@ -23,3 +23,25 @@ def test_a_restart_past_the_end_is_ignored():
     short = TrainConfig(steps=300)  # the default restart (step 5000) lies beyond a short run
     assert learning_rate(300, short) == pytest.approx(learning_rate(300, TrainConfig(steps=300, restart_at=0)))
     assert learning_rate(300, short) == pytest.approx(short.lr * 0.02)
+
+
+def test_mistakes_where_nuclei_touch_cost_more_with_a_contact_weight():
+    import numpy as np
+    import torch
+
+    from shared.training import loss_fn, training_targets
+
+    labels = np.zeros((32, 48), np.uint16)
+    labels[8:24, 6:22], labels[8:24, 22:38] = 1, 2  # two nuclei sharing an edge at column 22
+    target = torch.from_numpy(training_targets(labels).astype(np.float32))[None]
+    perfect = (target[:, :3] * 40 - 20).clone()
+    wrong_at_contact = perfect.clone()
+    wrong_at_contact[:, 2, 8:24, 20:25] = 20.0  # the distance map joins the two nuclei
+    wrong_elsewhere = perfect.clone()
+    wrong_elsewhere[:, 2, 8:24, 8:13] = -20.0  # as many pixels wrong inside a nucleus, away from the contact
+    for weight in (0.0, 4.0):
+        base = loss_fn(perfect, target, weight)
+        assert loss_fn(wrong_at_contact, target, weight) > base
+    plain = loss_fn(wrong_at_contact, target, 0.0) / loss_fn(wrong_elsewhere, target, 0.0)
+    weighted = loss_fn(wrong_at_contact, target, 4.0) / loss_fn(wrong_elsewhere, target, 4.0)
+    assert weighted > 2 * plain

@@ -36,12 +36,15 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
 
     from tqdm import tqdm
 
+    from shared.config import get_settings
     from shared.imageio import ImageError, read_image
     from shared.measure import area_summary, measure_nuclei
     from shared.model.segmenter import Segmenter
     from shared.outputs import labels_tiff, nuclei_csv
 
-    segmenter = Segmenter(weights, device=device)
+    settings = get_settings()
+    segmenter = Segmenter(weights, device=device or settings.device, tile=settings.tile_size,
+                          precision=settings.precision, views=settings.test_time_views)
     rows, failures = [], 0
     for path in tqdm(images, desc="segmenting", unit="image", file=sys.stderr, disable=len(images) < 2):
         row = {"image": path.stem, "path": str(path), "model_version": segmenter.version}

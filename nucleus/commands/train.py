@@ -28,6 +28,8 @@ DEFAULTS = TrainConfig()
                    "0 with --init: none).")
 @click.option("--restart-lr", type=float, default=DEFAULTS.restart_lr, show_default=True,
               help="Peak learning rate of the second cycle.")
+@click.option("--contact-weight", type=float, default=DEFAULTS.contact_weight, show_default=True,
+              help="Extra loss weight where nuclei touch (0: none).")
 @click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
 @click.option("--eval-every", type=int, default=DEFAULTS.eval_every, show_default=True)
 @click.option("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, show_default=True)
@@ -47,7 +49,7 @@ DEFAULTS = TrainConfig()
               help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
-def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, base, eval_every, checkpoint_every, eval_images,
+def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, base, eval_every, checkpoint_every, eval_images,
           limit, init_weights, device, precision, threads, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
@@ -75,7 +77,7 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, base, eval_
     if restart_at is None:  # fine-tuning from given weights is one cycle unless asked otherwise
         restart_at = 0 if init_weights else DEFAULTS.restart_at
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restart_at=restart_at, restart_lr=restart_lr,
-                      base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device,
+                      contact_weight=contact_weight, base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device,
                       precision=precision, seed=seed, threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
 

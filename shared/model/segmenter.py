@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
+from shared.config import DEFAULT_VIEWS, VIEWS
 from shared.model import precision as mixed_precision
 from shared.model.preprocess import normalize
 from shared.model.unet import UNet
@@ -80,7 +81,9 @@ class Segmenter:
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
 
     def __init__(self, weights: Path | str | bytes | None = None, device: str | None = None,
-                 tile: int = 1024, overlap: int = 64, precision: str = "auto"):
+                 tile: int = 1024, overlap: int = 64, precision: str = "auto", views: int = DEFAULT_VIEWS):
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}, not {views}")
         raw = weights if isinstance(weights, bytes) else Path(weights or shipped_weights_path()).read_bytes()
         checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         if checkpoint.get("format") != CHECKPOINT_FORMAT:
@@ -96,6 +99,7 @@ class Segmenter:
         self.version = version_of(raw, checkpoint.get("name", "model"))
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
+        self.views = views
 
     @classmethod
     def from_model(cls, model: UNet, name: str = "training") -> "Segmenter":
@@ -130,10 +134,21 @@ class Segmenter:
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        with mixed_precision.autocast(self.device, self.amp_dtype):
-            logits = self.model(batch)[0, :, :h, :w]
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        batch = batch.to(self.device)
+        total = None
+        # Views 2k and 2k+1 are the image turned k times by 90°, then as is and mirrored: one batch of two.
+        for turns in range(max(1, self.views // 2)):
+            turned = torch.rot90(batch, turns, dims=(2, 3))
+            if self.views > 1:
+                turned = torch.cat([turned, turned.flip(3)])
+            with mixed_precision.autocast(self.device, self.amp_dtype):
+                logits = self.model(turned.contiguous(memory_format=torch.channels_last))
+            probs = torch.sigmoid(logits.float())
+            if self.views > 1:
+                probs = probs[:1] + probs[1:].flip(3)
+            probs = torch.rot90(probs[0], -turns, dims=(1, 2))
+            total = probs if total is None else total + probs
+        return (total[:, :h, :w] / self.views).cpu().numpy()
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
