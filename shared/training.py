@@ -35,13 +35,12 @@ KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "bri
 @dataclass
 class TrainConfig:
     """The defaults are the shipped model's recipe (shared/weights/MODEL_CARD.md)."""
-    steps: int = 10500
+    steps: int = 16500
     batch: int = 8
     crop: int = 224
     lr: float = 2e-3
-    # A warm restart: a second cosine cycle from `restart_lr` begins at step `restart_at` (0, or past `steps`: none).
-    restart_at: int = 5000
-    restart_lr: float = 6e-4
+    # Warm restarts: at each (step, peak learning rate) a new cosine cycle begins; steps past `steps` are ignored.
+    restarts: tuple[tuple[int, float], ...] = ((5000, 6e-4), (10500, 4e-4))
     weight_decay: float = 1e-4
     # Extra loss weight on pixels where nuclei touch (shared.model.targets.contact_zone): merges of touching
     # nuclei are the commonest counting error.
@@ -176,12 +175,12 @@ class TrainState:
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 2 % of the peak; restarted once at `restart_at` if set."""
-    if 0 < cfg.restart_at < cfg.steps:
-        if step >= cfg.restart_at:
-            return _cosine(step - cfg.restart_at, cfg.steps - cfg.restart_at, cfg.restart_lr)
-        return _cosine(step, cfg.restart_at, cfg.lr)
-    return _cosine(step, cfg.steps, cfg.lr)
+    """Linear warm-up, then cosine decay to 2 % of the peak; each warm restart begins a new such cycle."""
+    cycles = [(0, cfg.lr)] + sorted((at, peak) for at, peak in cfg.restarts if 0 < at < cfg.steps)
+    ends = [at for at, _ in cycles[1:]] + [cfg.steps]
+    for (start, peak), end in zip(cycles, ends):
+        if step < end or end == cfg.steps:
+            return _cosine(step - start, end - start, peak)
 
 
 def _cosine(step: int, length: int, peak: float) -> float:

@@ -5,23 +5,25 @@ from shared.training import TrainConfig, learning_rate
 
 
 def test_one_cycle_warms_up_then_decays_to_two_percent():
-    cfg = TrainConfig(steps=1000, lr=1e-3, restart_at=0)
+    cfg = TrainConfig(steps=1000, lr=1e-3, restarts=())
     assert learning_rate(0, cfg) < learning_rate(49, cfg) == pytest.approx(1e-3)  # warm-up: steps // 20
     rates = [learning_rate(s, cfg) for s in range(50, 1000, 50)]
     assert rates == sorted(rates, reverse=True)
     assert learning_rate(1000, cfg) == pytest.approx(2e-5)
 
 
-def test_the_restart_begins_a_second_cycle_at_its_own_peak():
-    cfg = TrainConfig(steps=2000, lr=2e-3, restart_at=1000, restart_lr=5e-4)
+def test_each_restart_begins_a_new_cycle_at_its_own_peak():
+    cfg = TrainConfig(steps=3000, lr=2e-3, restarts=((2000, 3e-4), (1000, 5e-4)))  # in any order
     assert learning_rate(999, cfg) == pytest.approx(2e-3 * 0.02, rel=0.01)
     assert learning_rate(1000, cfg) < learning_rate(1049, cfg) == pytest.approx(5e-4)
-    assert learning_rate(2000, cfg) == pytest.approx(5e-4 * 0.02)
+    assert learning_rate(1999, cfg) == pytest.approx(5e-4 * 0.02, rel=0.01)
+    assert learning_rate(2000, cfg) < learning_rate(2049, cfg) == pytest.approx(3e-4)
+    assert learning_rate(3000, cfg) == pytest.approx(3e-4 * 0.02)
 
 
-def test_a_restart_past_the_end_is_ignored():
-    short = TrainConfig(steps=300)  # the default restart (step 5000) lies beyond a short run
-    assert learning_rate(300, short) == pytest.approx(learning_rate(300, TrainConfig(steps=300, restart_at=0)))
+def test_restarts_past_the_end_are_ignored():
+    short = TrainConfig(steps=300)  # the default restarts (steps 5000 and 10500) lie beyond a short run
+    assert learning_rate(300, short) == pytest.approx(learning_rate(300, TrainConfig(steps=300, restarts=())))
     assert learning_rate(300, short) == pytest.approx(short.lr * 0.02)
 
 

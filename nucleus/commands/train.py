@@ -23,11 +23,12 @@ DEFAULTS = TrainConfig()
 @click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True)
 @click.option("--crop", type=int, default=DEFAULTS.crop, show_default=True)
 @click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True)
-@click.option("--restart-at", type=int, default=None,
-              help=f"Step at which a second cosine cycle starts (default {DEFAULTS.restart_at}; "
-                   "0 with --init: none).")
-@click.option("--restart-lr", type=float, default=DEFAULTS.restart_lr, show_default=True,
-              help="Peak learning rate of the second cycle.")
+@click.option("--restart-at", type=int, multiple=True,
+              help="Step at which a new cosine cycle starts; repeat for several (default: "
+                   f"{', '.join(str(at) for at, _ in DEFAULTS.restarts)}; with --init: none). 0: none.")
+@click.option("--restart-lr", type=float, multiple=True,
+              help="Peak learning rate of each new cycle, in the order of --restart-at (default: "
+                   f"{', '.join(str(lr) for _, lr in DEFAULTS.restarts)}).")
 @click.option("--contact-weight", type=float, default=DEFAULTS.contact_weight, show_default=True,
               help="Extra loss weight where nuclei touch (0: none).")
 @click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
@@ -58,6 +59,7 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     from shared.model.segmenter import export_weights
     from shared.training import compact_checkpoint, train as run
 
+    restarts = _restarts(restart_at, restart_lr, fine_tuning=init_weights is not None)
     out.mkdir(parents=True, exist_ok=True)
     if resume_from and not (out / "last.pt").exists():
         shutil.copy(resume_from, out / "last.pt")
@@ -74,10 +76,8 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     click.echo(f"loading {len(names)} training and {len(val_names)} validation images from {root}", err=True)
     train_items = list(iter_labelled(root, names))
     val_items = list(iter_labelled(root, val_names))
-    if restart_at is None:  # fine-tuning from given weights is one cycle unless asked otherwise
-        restart_at = 0 if init_weights else DEFAULTS.restart_at
-    cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restart_at=restart_at, restart_lr=restart_lr,
-                      contact_weight=contact_weight, base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device,
+    cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restarts=restarts, contact_weight=contact_weight,
+                      base=base, eval_every=eval_every, checkpoint_every=checkpoint_every, device=device,
                       precision=precision, seed=seed, threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
 
@@ -99,4 +99,13 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
         export_weights(out / "model.pt", export)
         click.echo(f"weights written to {export}", err=True)
     click.echo(str(out / "model.pt"))
+
+
+def _restarts(steps: tuple[int, ...], rates: tuple[float, ...], fine_tuning: bool) -> tuple[tuple[int, float], ...]:
+    """Fine-tuning from given weights is one cycle unless restarts are asked for; else the recipe's."""
+    if not steps:
+        return () if fine_tuning else DEFAULTS.restarts
+    if len(rates) != len(steps):
+        raise click.UsageError("give one --restart-lr for each --restart-at")
+    return tuple((at, lr) for at, lr in zip(steps, rates) if at > 0)
 

@@ -122,7 +122,7 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
         samples += prepare(user_train, weight=weight)
     steps = max(1, epochs * settings.training_steps_per_epoch)
     cfg = TrainConfig(steps=steps, batch=settings.training_batch, crop=settings.training_crop, lr=settings.training_lr,
-                      restart_at=0, eval_every=10 * steps + 1, checkpoint_every=10 * steps + 1, device=settings.device,
+                      restarts=(), eval_every=10 * steps + 1, checkpoint_every=10 * steps + 1, device=settings.device,
                       name="nucleus-ft", seed=zlib.crc32(run_id.encode()) % 10_000)
 
     def progress(step: int, total: int, info: dict) -> None:
