@@ -1,5 +1,6 @@
 """Accuracy on the fixed DSB2018 validation split: the shipped model, the same model with plain
-connected components instead of instance separation, and the classical threshold+watershed baseline.
+connected components instead of instance separation, the classical threshold+watershed baseline, and the
+shipped model with fewer and more test-time views.
 
     .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--json OUT]
 """
@@ -26,6 +27,8 @@ def main() -> int:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
                         help="flips/turns averaged by the network (test-time augmentation)")
+    parser.add_argument("--compare-views", type=int, nargs="*", default=[1, 8], choices=VIEWS,
+                        help="also score the model with these numbers of views")
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
     parser.add_argument("--threads", type=int, default=0)
@@ -40,10 +43,15 @@ def main() -> int:
     segmenter = Segmenter(args.weights, precision=args.precision, views=args.views)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {
-        f"U-Net + seeded watershed ({segmenter.version})": segmenter.segment,
+        f"U-Net + seeded watershed ({segmenter.version}, {args.views} views)": segmenter.segment,
         "U-Net + connected components": segmenter.segment_connected_components,
         "classical threshold + watershed": classical,
     }
+    # What the test-time views buy: the same model seeing each image once, and in all eight flips and turns.
+    for views in args.compare_views:
+        if views != args.views:
+            methods[f"U-Net + seeded watershed, {views} view{'s' * (views > 1)}"] = Segmenter(
+                args.weights, precision=args.precision, views=views).segment
     results = {}
     for title, fn in methods.items():
         bar = tqdm(total=len(items), desc=title[:40], file=sys.stderr)
@@ -70,8 +78,7 @@ def speed_table(segmenter: Segmenter, repeats: int = 5) -> str:
     """Seconds per image for the whole segment() call (network + post-processing), by image size."""
     import numpy as np
 
-    from shared.config import DEFAULT_VIEWS, VIEWS
-from shared.datasets import load
+    from shared.datasets import load
 
     root = default_dsb_dir()
     wanted = {(256, 256): None, (1024, 1024): None}

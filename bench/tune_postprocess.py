@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
+import os
 import random
 import sys
 
@@ -25,11 +27,17 @@ from shared.postprocess import PostprocessSettings, instances
 
 GRID = {
     "foreground_threshold": (0.5, 0.6),
-    "seed_height": (0.15, 0.2, 0.25, 0.3),
+    "seed_height": (0.15, 0.2, 0.25, 0.3, 0.35, 0.4),
     "smoothing": (0.0, 0.5, 1.0),
-    "min_confidence": (0.0, 0.65, 0.7, 0.8),
+    "min_confidence": (0.0, 0.7, 0.8),
 }
 COUNT_ERROR_LIMIT = 0.05  # the target for the median count error
+_CACHED: list = []  # (labelled image, network maps) pairs, shared with the grid's worker processes
+
+
+def _score(settings: PostprocessSettings) -> dict:
+    return summarize([score_image(item.name, item.kind, item.labels,
+                                  instances(p.foreground, p.boundary, p.distance, settings)) for item, p in _CACHED])
 
 
 def main() -> int:
@@ -40,6 +48,7 @@ def main() -> int:
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
     parser.add_argument("--images", type=int, default=80, help="training images to tune on (a fixed random draw)")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes scoring the grid")
     args = parser.parse_args()
 
     root = args.data or default_dsb_dir()
@@ -47,14 +56,13 @@ def main() -> int:
     segmenter = Segmenter(args.weights, views=args.views)
     cached = [(item, segmenter.predict(item.image))
               for item in tqdm(iter_labelled(root, names), total=len(names), desc="network", file=sys.stderr)]
-    results = []
     candidates = [PostprocessSettings(**dict(zip(GRID, values))) for values in itertools.product(*GRID.values())]
     if segmenter.postprocess not in candidates:
         candidates.append(segmenter.postprocess)
-    for settings in tqdm(candidates, desc="grid", file=sys.stderr):
-        scores = [score_image(item.name, item.kind, item.labels,
-                              instances(p.foreground, p.boundary, p.distance, settings)) for item, p in cached]
-        results.append((summarize(scores), settings))
+    _CACHED[:] = cached  # forked workers inherit it
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        summaries = list(tqdm(pool.imap(_score, candidates), total=len(candidates), desc="grid", file=sys.stderr))
+    results = list(zip(summaries, candidates))
     # Within the count limit the DSB score decides; beyond it, the smaller count error.
     results.sort(key=lambda r: (max(r[0]["count_error_median"], COUNT_ERROR_LIMIT), -r[0]["dsb_score"]))
     current = next(s for s, settings in results if settings == segmenter.postprocess)

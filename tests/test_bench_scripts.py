@@ -13,9 +13,9 @@ def run_script(*args: str) -> str:
     return proc.stdout
 
 
-def test_accuracy_prints_the_three_methods_and_speed():
-    out = run_script("bench/accuracy.py", "--limit", "2")
-    for method in ("seeded watershed", "connected components", "classical threshold"):
+def test_accuracy_prints_the_methods_and_speed():
+    out = run_script("bench/accuracy.py", "--limit", "2", "--compare-views", "1")
+    for method in ("seeded watershed", "connected components", "classical threshold", "seeded watershed, 1 view"):
         assert re.search(method + r".*\s0\.\d{3}\s", out), out
     assert re.search(r"256x256: \d+\.\d{3} s", out), out
 
