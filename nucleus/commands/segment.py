@@ -42,9 +42,7 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
     from shared.model.segmenter import Segmenter
     from shared.outputs import labels_tiff, nuclei_csv
 
-    settings = get_settings()
-    segmenter = Segmenter(weights, device=device or settings.device, tile=settings.tile_size,
-                          precision=settings.precision, views=settings.test_time_views)
+    segmenter = Segmenter.from_settings(weights, get_settings(), device=device)
     rows, failures = [], 0
     for path in tqdm(images, desc="segmenting", unit="image", file=sys.stderr, disable=len(images) < 2):
         row = {"image": path.stem, "path": str(path), "model_version": segmenter.version}

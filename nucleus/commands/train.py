@@ -50,8 +50,8 @@ DEFAULTS = TrainConfig()
               help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
-def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, base, eval_every, checkpoint_every, eval_images,
-          limit, init_weights, device, precision, threads, seed, resume_from, save_compact, export):
+def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, base, eval_every, checkpoint_every,
+          eval_images, limit, init_weights, device, precision, threads, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
@@ -108,4 +108,3 @@ def _restarts(steps: tuple[int, ...], rates: tuple[float, ...], fine_tuning: boo
     if len(rates) != len(steps):
         raise click.UsageError("give one --restart-lr for each --restart-at")
     return tuple((at, lr) for at, lr in zip(steps, rates) if at > 0)
-

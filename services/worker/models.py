@@ -74,8 +74,7 @@ class ModelCache:
                 log.error("active model's weights are missing; using the shipped weights",
                           extra={"model_version": key, "object_key": object_key})
                 weights, key = self.settings.weights_path, SHIPPED
-        self.segmenter = Segmenter(weights, device=self.settings.device, tile=self.settings.tile_size,
-                                   precision=self.settings.precision, views=self.settings.test_time_views)
+        self.segmenter = Segmenter.from_settings(weights, self.settings)
         self.loaded_key = key
         log.info("model loaded", extra={"model_version": self.segmenter.version, "device": str(self.segmenter.device),
                                         "precision": str(self.segmenter.amp_dtype or torch.float32),

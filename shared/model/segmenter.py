@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
-from shared.config import DEFAULT_VIEWS, VIEWS
+from shared.config import DEFAULT_VIEWS, VIEWS, Settings
 from shared.model import precision as mixed_precision
 from shared.model.preprocess import normalize
 from shared.model.unet import UNet
@@ -100,6 +100,13 @@ class Segmenter:
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
         self.views = views
+
+    @classmethod
+    def from_settings(cls, weights: Path | str | bytes | None, settings: Settings,
+                      device: str | None = None) -> "Segmenter":
+        """As the NUCLEUS_* settings ask: device, tile size, precision and test-time views."""
+        return cls(weights, device=device or settings.device, tile=settings.tile_size, precision=settings.precision,
+                   views=settings.test_time_views)
 
     @classmethod
     def from_model(cls, model: UNet, name: str = "training") -> "Segmenter":
