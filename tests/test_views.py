@@ -2,12 +2,17 @@
 
 Averaging over a set of views that is closed under a transform makes the result follow that transform:
 segmenting a mirrored image must give the mirrored maps. A wrong inverse transform breaks exactly that.
+The network sees the images as they come here: the nucleus-size resize (tests/test_scale.py) would add its own,
+measured, factor to each view.
 """
 import numpy as np
 import pytest
 
 from shared.imageio import read_image
 from shared.model.segmenter import Segmenter
+from tests.support.weights import shipped_weights
+
+AS_THEY_COME = shipped_weights(diameter=None)
 
 
 def _maps(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
@@ -21,14 +26,14 @@ def image(dsb_samples):
 
 
 def test_two_views_follow_a_mirrored_image(image):
-    segmenter = Segmenter(precision="fp32", views=2)
+    segmenter = Segmenter(AS_THEY_COME, precision="fp32", views=2)
     maps, mirrored = _maps(segmenter, image), _maps(segmenter, image[:, ::-1])
     np.testing.assert_allclose(mirrored[:, :, ::-1], maps, atol=1e-4)
 
 
 @pytest.mark.parametrize("turns", [1, 2, 3])
 def test_eight_views_follow_a_turned_image(image, turns):
-    segmenter = Segmenter(precision="fp32", views=8)
+    segmenter = Segmenter(AS_THEY_COME, precision="fp32", views=8)
     maps, turned = _maps(segmenter, image), _maps(segmenter, np.rot90(image, turns))
     np.testing.assert_allclose(np.rot90(turned, -turns, axes=(1, 2)), maps, atol=1e-4)
     labels, turned_labels = segmenter.segment(image), segmenter.segment(np.ascontiguousarray(np.rot90(image, turns)))
@@ -36,7 +41,7 @@ def test_eight_views_follow_a_turned_image(image, turns):
 
 
 def test_one_view_is_the_plain_network_and_more_views_change_the_maps(image):
-    one, two = Segmenter(precision="fp32", views=1), Segmenter(precision="fp32", views=2)
+    one, two = (Segmenter(AS_THEY_COME, precision="fp32", views=v) for v in (1, 2))
     plain, averaged = _maps(one, image), _maps(two, image)
     mirrored = _maps(one, image[:, ::-1])[:, :, ::-1]
     np.testing.assert_allclose(averaged, (plain + mirrored) / 2, atol=1e-4)

@@ -14,12 +14,14 @@ from torch.fx.experimental.optimization import fuse
 
 from shared.config import DEFAULT_VIEWS, VIEWS, Settings
 from shared.model import precision as mixed_precision
+from shared.model import scale
 from shared.model.preprocess import normalize
 from shared.model.unet import UNet
 from shared.postprocess import PostprocessSettings, connected_components, instances
 
 CHECKPOINT_FORMAT = "nucleus-unet/1"
 SHIPPED_WEIGHTS = "nucleus-dsb2018.pt"
+ESTIMATE_WINDOW = 512
 
 
 def shipped_weights_path() -> Path:
@@ -40,10 +42,11 @@ class Prediction:
 
 
 def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict | None = None,
-                    postprocess: PostprocessSettings = PostprocessSettings()) -> None:
+                    postprocess: PostprocessSettings = PostprocessSettings(), diameter: float | None = None) -> None:
+    """`diameter`: the nucleus diameter (pixels) the network was trained to see; None: images as they come."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     torch.save({"format": CHECKPOINT_FORMAT, "name": name, "config": model.config, "state_dict": state,
-                "postprocess": asdict(postprocess), "extra": extra or {}}, path)
+                "postprocess": asdict(postprocess), "diameter": diameter, "extra": extra or {}}, path)
 
 
 def export_weights(checkpoint: Path, target: Path) -> None:
@@ -53,7 +56,8 @@ def export_weights(checkpoint: Path, target: Path) -> None:
     extra = {k: v for k, v in ckpt.get("extra", {}).items() if k != "train_state"}
     extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", [])
     torch.save({"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
-                "postprocess": asdict(PostprocessSettings()), "extra": extra}, target)
+                "postprocess": asdict(PostprocessSettings()), "diameter": ckpt.get("diameter"), "extra": extra},
+               target)
     write_version_sidecar(target)
 
 
@@ -77,6 +81,17 @@ def weights_version(raw: bytes) -> str:
     return version_of(raw, checkpoint.get("name", "model"))
 
 
+def training_scale(raw: bytes) -> dict:
+    """The scale these weights were trained at, as TrainConfig fields (`diameter`, `scale_range`), so that
+    fine-tuning keeps showing the network nuclei at the size it knows."""
+    checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    recipe = checkpoint.get("extra", {}).get("config", {})
+    found = {"diameter": checkpoint.get("diameter")}
+    if recipe.get("scale_range"):
+        found["scale_range"] = tuple(recipe["scale_range"])
+    return found
+
+
 class Segmenter:
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
 
@@ -96,6 +111,7 @@ class Segmenter:
         # Inference only: folding each batch norm into its convolution saves about a fifth of the time.
         self.model = fuse(model.eval()).to(self.device, memory_format=torch.channels_last)
         self.postprocess = PostprocessSettings.from_dict(checkpoint.get("postprocess", {}))
+        self.diameter = checkpoint.get("diameter")
         self.version = version_of(raw, checkpoint.get("name", "model"))
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
@@ -109,16 +125,42 @@ class Segmenter:
                    views=settings.test_time_views)
 
     @classmethod
-    def from_model(cls, model: UNet, name: str = "training") -> "Segmenter":
+    def from_model(cls, model: UNet, name: str = "training", diameter: float | None = None) -> "Segmenter":
         buffer = io.BytesIO()
-        save_checkpoint(buffer, model, name)
+        save_checkpoint(buffer, model, name, diameter=diameter)
         return cls(buffer.getvalue(), device=str(next(model.parameters()).device))
 
     def predict(self, image: np.ndarray) -> Prediction:
         x = torch.from_numpy(normalize(image))
+        f, maps = self._measure(x)
+        if f == 1.0:
+            return Prediction(*(maps if maps is not None else self._maps(x)))
+        height, width = x.shape[1:]
+        probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)))
+        return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
+
+    def scale_factor(self, x: torch.Tensor) -> float:
+        """How much to enlarge this (normalised) image so that its nuclei come out at the trained diameter."""
+        return self._measure(x)[0]
+
+    def _measure(self, x: torch.Tensor) -> tuple[float, np.ndarray | None]:
+        """The enlargement, measured on a quick segmentation (one view, at most the central 512x512 pixels) of
+        the image as it is; and that quick look's maps when they already are the whole prediction."""
+        if not self.diameter:
+            return 1.0, None
+        _, height, width = x.shape
+        side = min(ESTIMATE_WINDOW, self.tile)
+        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+        window = x[:, top:top + side, left:left + side]
+        probs = self._forward(window, views=1)
+        f = scale.factor(scale.median_diameter(instances(*probs, self.postprocess)), self.diameter)
+        complete = f == 1.0 and self.views == 1 and window.shape == x.shape
+        return f, probs if complete else None
+
+    def _maps(self, x: torch.Tensor) -> np.ndarray:
         _, height, width = x.shape
         if height <= self.tile and width <= self.tile:
-            return Prediction(*self._forward(x))
+            return self._forward(x)
         out = np.zeros((3, height, width), dtype=np.float32)
         step = self.tile - 2 * self.overlap
         for top in range(0, height, step):
@@ -130,10 +172,11 @@ class Segmenter:
                 probs = self._forward(x[:, t0:t1, l0:l1])
                 bottom, right = min(height, top + step), min(width, left + step)
                 out[:, top:bottom, left:right] = probs[:, top - t0:bottom - t0, left - l0:right - l0]
-        return Prediction(*out)
+        return out
 
     @torch.inference_mode()
-    def _forward(self, x: torch.Tensor) -> np.ndarray:
+    def _forward(self, x: torch.Tensor, views: int | None = None) -> np.ndarray:
+        views = views or self.views
         _, h, w = x.shape
         stride = self.stride
         ph, pw = (-h) % stride, (-w) % stride
@@ -144,18 +187,18 @@ class Segmenter:
         batch = batch.to(self.device)
         total = None
         # Views 2k and 2k+1 are the image turned k times by 90°, then as is and mirrored: one batch of two.
-        for turns in range(max(1, self.views // 2)):
+        for turns in range(max(1, views // 2)):
             turned = torch.rot90(batch, turns, dims=(2, 3))
-            if self.views > 1:
+            if views > 1:
                 turned = torch.cat([turned, turned.flip(3)])
             with mixed_precision.autocast(self.device, self.amp_dtype):
                 logits = self.model(turned.contiguous(memory_format=torch.channels_last))
             probs = torch.sigmoid(logits.float())
-            if self.views > 1:
+            if views > 1:
                 probs = probs[:1] + probs[1:].flip(3)
             probs = torch.rot90(probs[0], -turns, dims=(1, 2))
             total = probs if total is None else total + probs
-        return (total[:, :h, :w] / self.views).cpu().numpy()
+        return (total[:, :h, :w] / views).cpu().numpy()
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
