@@ -44,7 +44,7 @@ def main() -> int:
     segmenter = Segmenter(args.weights, precision=args.precision, views=args.views)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {
-        f"U-Net + seeded watershed ({segmenter.version}, {args.views} views)": segmenter.segment,
+        f"U-Net + seeded watershed ({segmenter.version}, {args.views} view{'s' * (args.views > 1)})": segmenter.segment,
         "U-Net + connected components": segmenter.segment_connected_components,
         "classical threshold + watershed": classical,
     }

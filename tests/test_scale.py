@@ -29,6 +29,7 @@ def test_the_median_nucleus_gives_the_diameter():
 def test_the_factor_is_bounded_and_ignores_small_changes():
     assert scale.factor(11, 22) == pytest.approx(2.0)
     assert scale.factor(5, 22) == scale.MAX_FACTOR
+    assert scale.factor(5, 22, largest=1.4) == 1.4
     assert scale.factor(100, 22) == scale.MIN_FACTOR
     assert scale.factor(30, 22) == pytest.approx(22 / 30)
     assert scale.factor(20, 22) == 1.0  # within 15 %: not worth a resize

@@ -153,7 +153,8 @@ class Segmenter:
         top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
         window = x[:, top:top + side, left:left + side]
         probs = self._forward(window, views=1)
-        f = scale.factor(scale.median_diameter(instances(*probs, self.postprocess)), self.diameter)
+        measured = scale.median_diameter(instances(*probs, self.postprocess))
+        f = scale.factor(measured, self.diameter, largest=scale.MAX_INFERENCE_FACTOR)
         complete = f == 1.0 and self.views == 1 and window.shape == x.shape
         return f, probs if complete else None
 
