@@ -39,6 +39,7 @@ class Prediction:
     foreground: np.ndarray
     boundary: np.ndarray
     distance: np.ndarray
+    labels: np.ndarray | None = None  # the instances, when the size measurement already made them from these maps
 
 
 def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict | None = None,
@@ -132,9 +133,11 @@ class Segmenter:
 
     def predict(self, image: np.ndarray) -> Prediction:
         x = torch.from_numpy(normalize(image))
-        f, maps = self._measure(x)
+        f, quick_look = self._measure(x)
+        if quick_look is not None:
+            return quick_look
         if f == 1.0:
-            return Prediction(*(maps if maps is not None else self._maps(x)))
+            return Prediction(*self._maps(x))
         height, width = x.shape[1:]
         probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)))
         return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
@@ -143,9 +146,9 @@ class Segmenter:
         """How much to enlarge this (normalised) image so that its nuclei come out at the trained diameter."""
         return self._measure(x)[0]
 
-    def _measure(self, x: torch.Tensor) -> tuple[float, np.ndarray | None]:
+    def _measure(self, x: torch.Tensor) -> tuple[float, Prediction | None]:
         """The enlargement, measured on a quick segmentation (one view, at most the central 512x512 pixels) of
-        the image as it is; and that quick look's maps when they already are the whole prediction."""
+        the image as it is; and that quick look itself when it already is the whole prediction."""
         if not self.diameter:
             return 1.0, None
         _, height, width = x.shape
@@ -153,10 +156,10 @@ class Segmenter:
         top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
         window = x[:, top:top + side, left:left + side]
         probs = self._forward(window, views=1)
-        measured = scale.median_diameter(instances(*probs, self.postprocess))
-        f = scale.factor(measured, self.diameter, largest=scale.MAX_INFERENCE_FACTOR)
+        labels = instances(*probs, self.postprocess)
+        f = scale.factor(scale.median_diameter(labels), self.diameter, largest=scale.MAX_INFERENCE_FACTOR)
         complete = f == 1.0 and self.views == 1 and window.shape == x.shape
-        return f, probs if complete else None
+        return f, (Prediction(*probs, labels=labels) if complete else None)
 
     def _maps(self, x: torch.Tensor) -> np.ndarray:
         _, height, width = x.shape
@@ -203,7 +206,7 @@ class Segmenter:
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
-        return instances(p.foreground, p.boundary, p.distance, self.postprocess)
+        return p.labels if p.labels is not None else instances(p.foreground, p.boundary, p.distance, self.postprocess)
 
     def segment_connected_components(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
