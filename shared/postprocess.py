@@ -20,7 +20,7 @@ from skimage import filters, measure, morphology, segmentation
 class PostprocessSettings:
     # Chosen on 160 images of the training split (never the validation split) by bench/tune_postprocess.py.
     foreground_threshold: float = 0.5
-    seed_height: float = 0.25  # in units of the distance map (1 at a nucleus centre)
+    seed_height: float = 0.3  # in units of the distance map (1 at a nucleus centre)
     smoothing: float = 0.0  # Gaussian sigma in pixels, applied to the distance map before finding peaks
     boundary_threshold: float = 0.5  # seeds never sit on the predicted rim
     min_confidence: float = 0.8  # an object's mean foreground probability, below which it is dropped (0: off)

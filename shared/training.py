@@ -26,21 +26,22 @@ from shared.model.unet import UNet
 
 log = logging.getLogger(__name__)
 
-# Few stained images exist; sample them more often than their share so the model learns them.
+# Steps of linear warm-up after resuming from a compact checkpoint, whose fresh Adam moments would overshoot.
 REWARM_STEPS = 100
 
+# Few stained images exist; sample them more often than their share so the model learns them.
 KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 3.0}
 
 
 @dataclass
 class TrainConfig:
     """The defaults are the shipped model's recipe (shared/weights/MODEL_CARD.md)."""
-    steps: int = 26500
+    steps: int = 44500
     batch: int = 8
     crop: int = 224
     lr: float = 2e-3
     # Warm restarts: at each (step, peak learning rate) a new cosine cycle begins; steps past `steps` are ignored.
-    restarts: tuple[tuple[int, float], ...] = ((5000, 6e-4), (10500, 4e-4), (16500, 4e-4))
+    restarts: tuple[tuple[int, float], ...] = ((5000, 6e-4), (10500, 4e-4), (16500, 4e-4), (26500, 3e-4))
     weight_decay: float = 1e-4
     # Extra loss weight on pixels where nuclei touch (shared.model.targets.contact_zone): merges of touching
     # nuclei are the commonest counting error.
