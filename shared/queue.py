@@ -4,7 +4,8 @@ The SQL job table is the truth; the broker only delivers (no result backend). De
 at-least-once: a message is acknowledged after its task ran (`acks_late`), a worker takes one
 message at a time, and whatever the broker loses the sweeper re-enqueues from the job table.
 
-Embedded default: kombu's file-system transport under `settings.broker_folder` (no server).
+Embedded default: kombu's file-system transport under `settings.broker_folder` (no server), with messages
+written whole (shared.filesystem_broker).
 Production: Redis (`NUCLEUS_BROKER_URL=redis://...`).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functools import lru_cache
 from celery import Celery
 
 from shared.config import Settings, get_settings
+from shared.filesystem_broker import TRANSPORT as FILESYSTEM_TRANSPORT
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def celery_config(settings: Settings) -> dict:
         "task_send_sent_event": True,
     }
     if settings.embedded:
+        config["broker_transport"] = FILESYSTEM_TRANSPORT
         config["broker_transport_options"] = _filesystem_transport_options(settings)
         # no fan-out needed on one machine; the file-system transport would poll for it
         config["worker_enable_remote_control"] = False
