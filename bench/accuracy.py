@@ -18,7 +18,6 @@ from shared.config import DEFAULT_VIEWS, VIEWS
 from shared.datasets import default_dsb_dir, iter_labelled, validation_names
 from shared.evaluation import evaluate, format_table
 from shared.model.precision import CHOICES
-from shared.model.preprocess import normalize
 from shared.model.segmenter import Segmenter
 from shared.postprocess import classical
 
@@ -106,7 +105,7 @@ def speed_table(segmenter: Segmenter, repeats: int = 3, per_size: int = 6) -> st
                 segmenter.segment(image)
                 times.append(time.perf_counter() - start)
             per_image.append(float(np.median(times)))
-            factors.append(segmenter.scale_factor(torch.from_numpy(normalize(image))))
+            factors.append(segmenter.scale_factor(image))
         if per_image:
             lines.append(f"  {w}x{h}: median {np.median(per_image):.3f} s, slowest {max(per_image):.3f} s "
                          f"over {len(per_image)} images (enlarged x{', x'.join(f'{f:.2f}' for f in factors)})")

@@ -142,9 +142,9 @@ class Segmenter:
         probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)))
         return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
 
-    def scale_factor(self, x: torch.Tensor) -> float:
-        """How much to enlarge this (normalised) image so that its nuclei come out at the trained diameter."""
-        return self._measure(x)[0]
+    def scale_factor(self, image: np.ndarray) -> float:
+        """How much `predict` enlarges this image so that its nuclei come out at the trained diameter."""
+        return self._measure(torch.from_numpy(normalize(image)))[0]
 
     def _measure(self, x: torch.Tensor) -> tuple[float, Prediction | None]:
         """The enlargement, measured on a quick segmentation (one view, at most the central 512x512 pixels) of
