@@ -32,9 +32,10 @@ def _produce(folder: Path, transport: str) -> None:
 
 def _consume(folder: Path, transport: str) -> None:
     received, broken = [], []
+    deadline = time.monotonic() + 120  # a producer that dies must not leave this process polling forever
     with _connection(folder, transport) as conn:
         queue = conn.SimpleQueue("segment")
-        while True:
+        while time.monotonic() < deadline:
             try:
                 message = queue.get(block=False)
             except queue.Empty:
