@@ -14,12 +14,26 @@ import time
 import torch
 from tqdm import tqdm
 
-from shared.config import DEFAULT_VIEWS, VIEWS
+from shared.config import DEFAULT_VIEWS, RUNTIMES, VIEWS
 from shared.datasets import default_dsb_dir, iter_labelled, validation_names
 from shared.evaluation import evaluate, format_table
+from shared.model import precision as mixed_precision
 from shared.model.precision import CHOICES
 from shared.model.segmenter import Segmenter
 from shared.postprocess import classical
+
+
+def cpu_name() -> str:
+    """The CPU model and whether it has native bfloat16: speeds differ several-fold between machines."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    native = mixed_precision.native_bf16(torch.device("cpu"))
+    return f"{name or platform.processor() or 'unknown'} ({'with' if native else 'without'} native bfloat16)"
 
 
 def main() -> int:
@@ -33,6 +47,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=CHOICES)
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
     parser.add_argument("--json", default=None, help="also write all numbers here")
     args = parser.parse_args()
     if args.threads:
@@ -40,7 +55,7 @@ def main() -> int:
 
     names = validation_names()[: args.limit or None]
     items = list(iter_labelled(args.data or default_dsb_dir(), names))
-    segmenter = Segmenter(args.weights, precision=args.precision, views=args.views)
+    segmenter = Segmenter(args.weights, precision=args.precision, views=args.views, runtime=args.runtime)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {
         f"U-Net + seeded watershed ({segmenter.version}, {args.views} view{'s' * (args.views > 1)})": segmenter.segment,
@@ -51,7 +66,7 @@ def main() -> int:
     for views in args.compare_views:
         if views != args.views:
             methods[f"U-Net + seeded watershed, {views} view{'s' * (views > 1)}"] = Segmenter(
-                args.weights, precision=args.precision, views=views).segment
+                args.weights, precision=args.precision, views=views, runtime=args.runtime).segment
     results = {}
     for title, fn in methods.items():
         bar = tqdm(total=len(items), desc=title[:40], file=sys.stderr)
@@ -60,7 +75,7 @@ def main() -> int:
         results[title] = summary
     per_kind = ", ".join(f"{kind} {m['images']}" for kind, m in next(iter(results.values())).items() if kind != "all")
     print(f"DSB2018 stage-1 validation split: {len(items)} images ({per_kind}), torch threads {torch.get_num_threads()}, "
-          f"{segmenter.amp_dtype or torch.float32}")
+          f"{segmenter.amp_dtype or torch.float32}, runtime {segmenter.runtime}, CPU {cpu_name()}")
     print(format_table({title: r["all"] for title, r in results.items()}, "method"))
     print()
     print("per image type, shipped model:")

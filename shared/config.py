@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Numeric precisions for the network (shared.model.precision); here so command-line parsers need not import torch.
 PRECISIONS = ("auto", "bf16", "fp32")
+# Where the network runs (shared.model.runtime); auto: ONNX Runtime on a CPU without native bfloat16, else PyTorch.
+RUNTIMES = ("auto", "torch", "onnx")
 # Test-time augmentation: the network's maps are averaged over this many of the eight flips and 90° turns of
 # each image, each view costing one network pass. Since images are shown to the network at its trained nucleus
 # size (shared.model.scale), more views add almost nothing (+0.001 AP@0.5 for two on training images), so one
@@ -52,6 +54,7 @@ class Settings(BaseSettings):
     # Inference
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # one of PRECISIONS; auto: bfloat16 where the CPU/GPU has the instructions
+    runtime: str = "auto"  # one of RUNTIMES
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = 1024

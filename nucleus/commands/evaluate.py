@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shared.config import DEFAULT_VIEWS, PRECISIONS, VIEWS
+from shared.config import DEFAULT_VIEWS, PRECISIONS, RUNTIMES, VIEWS
 
 
 @click.command()
@@ -21,10 +21,12 @@ from shared.config import DEFAULT_VIEWS, PRECISIONS, VIEWS
 @click.option("--device", default=None)
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: bfloat16 mixed precision where the CPU/GPU has the instructions, else float32.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
+              help="auto: ONNX Runtime on a CPU without native bfloat16, else PyTorch.")
 @click.option("--views", type=click.Choice([str(v) for v in VIEWS]), default=str(DEFAULT_VIEWS), show_default=True,
               help="Flips and 90° turns of each image averaged by the network (test-time augmentation).")
 def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: bool, device: str | None,
-             precision: str, views: str):
+             precision: str, runtime: str, views: str):
     """Print mean pixel IoU, AP at IoU 0.5, the DSB score and count error, overall and per image type."""
     from tqdm import tqdm
 
@@ -39,7 +41,7 @@ def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: 
         names = [n for n in names if n in held_out]
     if not names:
         raise click.UsageError(f"no labelled images found under {data}")
-    segmenter = Segmenter(weights, device=device, precision=precision, views=int(views))
+    segmenter = Segmenter(weights, device=device, precision=precision, views=int(views), runtime=runtime)
     bar = tqdm(total=len(names), desc="evaluating", unit="image", file=sys.stderr)
     scores, summary = run(segmenter.segment, iter_labelled(data, names), progress=lambda _: bar.update())
     bar.close()

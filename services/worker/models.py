@@ -78,7 +78,7 @@ class ModelCache:
         self.loaded_key = key
         log.info("model loaded", extra={"model_version": self.segmenter.version, "device": str(self.segmenter.device),
                                         "precision": str(self.segmenter.amp_dtype or torch.float32),
-                                        "torch_threads": torch.get_num_threads()})
+                                        "runtime": self.segmenter.runtime, "torch_threads": torch.get_num_threads()})
 
 
 @lru_cache(maxsize=1)
