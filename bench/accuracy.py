@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
 
@@ -25,8 +26,6 @@ from shared.postprocess import classical
 
 def cpu_name() -> str:
     """The CPU model and whether it has native bfloat16: speeds differ several-fold between machines."""
-    import platform
-
     try:
         with open("/proc/cpuinfo") as fh:
             name = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")

@@ -8,7 +8,6 @@ float32, where ONNX Runtime's CPU kernels are faster than PyTorch's: on a 2-core
 """
 from __future__ import annotations
 
-import importlib.util
 import io
 import warnings
 
@@ -18,18 +17,15 @@ from torch import nn
 
 from shared.config import RUNTIMES as CHOICES
 
-def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
-
 
 def resolve(runtime: str, device: torch.device, amp_dtype: torch.dtype | None) -> str:
-    """"torch" or "onnx" for `runtime` ("auto" picks) on `device` at the resolved precision."""
+    """The runtime, "torch" or "onnx", that `runtime` ("auto" picks) means on `device` at the resolved precision."""
     if runtime not in CHOICES:
         raise ValueError(f"runtime must be one of {', '.join(CHOICES)}, not {runtime!r}")
     if runtime == "onnx" and device.type != "cpu":
         raise ValueError("the onnx runtime runs on the CPU only; use runtime torch for a GPU")
     if runtime == "auto":
-        return "onnx" if device.type == "cpu" and amp_dtype is None and onnxruntime_available() else "torch"
+        return "onnx" if device.type == "cpu" and amp_dtype is None else "torch"
     return runtime
 
 
@@ -44,7 +40,7 @@ class TorchNetwork:
 class OnnxNetwork:
     """A PyTorch module exported to ONNX in memory and run by ONNX Runtime on the CPU."""
 
-    def __init__(self, model: nn.Module, in_channels: int, threads: int | None = None):
+    def __init__(self, model: nn.Module, in_channels: int):
         import onnxruntime
 
         model = model.to(memory_format=torch.contiguous_format)
@@ -58,7 +54,7 @@ class OnnxNetwork:
                               input_names=["images"], output_names=["logits"],
                               dynamic_axes={"images": axes, "logits": axes}, dynamo=False)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()  # as many as PyTorch was given (the worker sets it)
         options.inter_op_num_threads = 1
         # Spinning threads would keep the cores busy between calls, slowing the post-processing that follows.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
