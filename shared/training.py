@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 # Steps of linear warm-up after resuming from a compact checkpoint, whose fresh Adam moments would overshoot.
 REWARM_STEPS = 100
 
-# Few stained images exist; sample them more often than their share so the model learns them.
-KIND_WEIGHTS = {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 3.0}
-
 
 @dataclass
 class TrainConfig:
@@ -46,6 +43,9 @@ class TrainConfig:
     # Extra loss weight on pixels where nuclei touch (shared.model.targets.contact_zone): merges of touching
     # nuclei are the commonest counting error.
     contact_weight: float = 4.0
+    # Few stained images exist; crops are drawn from them this many times more often than from a fluorescence image.
+    kind_weights: tuple[tuple[str, float], ...] = (("fluorescence", 1.0), ("stained-tissue", 2.0), ("stained", 2.0),
+                                                   ("brightfield", 3.0))
     base: int = 16
     depth: int = 4
     # Each training image is resized so that its median nucleus is `diameter` pixels across
@@ -149,7 +149,8 @@ def augment(sample: Sample, cfg: TrainConfig, rng: random.Random) -> tuple[torch
 
 
 def batches(samples: list[Sample], cfg: TrainConfig, rng: random.Random):
-    weights = [KIND_WEIGHTS.get(s.kind, 1.0) * s.weight for s in samples]
+    by_kind = dict(cfg.kind_weights)
+    weights = [by_kind.get(s.kind, 1.0) * s.weight for s in samples]
     while True:
         chosen = rng.choices(samples, weights=weights, k=cfg.batch)
         pairs = [augment(s, cfg, rng) for s in chosen]

@@ -100,7 +100,7 @@ def test_evaluate_reads_both_layouts_alike(tmp_path, dsb_dir):
 def test_train_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "run"
     common = ["--out", out, "--batch", "2", "--crop", "64", "--base", "4", "--limit", "4", "--eval-images", "2",
-              "--eval-every", "2", "--checkpoint-every", "1"]
+              "--eval-every", "2", "--checkpoint-every", "1", "--kind-weight", "brightfield", "5"]
     run("train", "--steps", "2", *common)
     first = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in first] == [2]
@@ -108,6 +108,10 @@ def test_train_checkpoints_and_resumes(tmp_path):
     history = json.loads((out / "history.json").read_text())
     assert [h["step"] for h in history] == [2, 4]
     assert (out / "curves.png").stat().st_size > 1000
+    import torch
+
+    recipe = torch.load(tmp_path / "small.pt", weights_only=True)["extra"]["config"]
+    assert dict(recipe["kind_weights"]) == {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 5.0}
     # the exported weights segment an image through the normal path
     from shared.model.segmenter import Segmenter
 

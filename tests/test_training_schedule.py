@@ -47,3 +47,28 @@ def test_mistakes_where_nuclei_touch_cost_more_with_a_contact_weight():
     plain = loss_fn(wrong_at_contact, target, 0.0) / loss_fn(wrong_elsewhere, target, 0.0)
     weighted = loss_fn(wrong_at_contact, target, 4.0) / loss_fn(wrong_elsewhere, target, 4.0)
     assert weighted > 2 * plain
+
+
+def test_crops_are_drawn_from_each_image_type_as_often_as_its_weight_says():
+    import random
+
+    import numpy as np
+
+    from shared.datasets import LabelledImage
+    from shared.training import batches, prepare
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)
+    empty = LabelledImage("no-nuclei", image, np.zeros((64, 64), np.uint16), "fluorescence")
+    full = LabelledImage("all-nucleus", image, np.ones((64, 64), np.uint16), "brightfield")
+    samples = prepare([empty, full], diameter=None)
+
+    def brightfield_share(cfg):
+        stream = batches(samples, cfg, random.Random(0))
+        drawn = [next(stream)[1] for _ in range(8)]
+        return float(np.mean([(y[:, 0] > 0.5).flatten(1).any(1).float().mean() for y in drawn]))
+
+    recipe = TrainConfig(batch=50, crop=32, diameter=None)
+    assert dict(recipe.kind_weights)["brightfield"] == 3.0
+    assert 0.70 < brightfield_share(recipe) < 0.80  # 3 / (3 + 1)
+    heavier = TrainConfig(batch=50, crop=32, diameter=None, kind_weights=(("fluorescence", 1.0), ("brightfield", 9.0)))
+    assert 0.86 < brightfield_share(heavier) < 0.94  # 9 / (9 + 1)

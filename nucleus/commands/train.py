@@ -31,6 +31,9 @@ DEFAULTS = TrainConfig()
                    f"{', '.join(str(lr) for _, lr in DEFAULTS.restarts)}).")
 @click.option("--contact-weight", type=float, default=DEFAULTS.contact_weight, show_default=True,
               help="Extra loss weight where nuclei touch (0: none).")
+@click.option("--kind-weight", type=(click.Choice([kind for kind, _ in DEFAULTS.kind_weights]), float),
+              multiple=True, help="How often crops are drawn from images of a type (the recipe: "
+                   f"{', '.join(f'{k} {w:g}' for k, w in DEFAULTS.kind_weights)}); repeat for several types.")
 @click.option("--diameter", type=float, default=DEFAULTS.diameter, show_default=True,
               help="Resize each image so its median nucleus is this many pixels across (0: as they come).")
 @click.option("--scale-range", type=(float, float), default=DEFAULTS.scale_range, show_default=True,
@@ -54,8 +57,8 @@ DEFAULTS = TrainConfig()
               help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
-def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, diameter, scale_range, base,
-          eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed, resume_from,
+def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, diameter, scale_range,
+          base, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed, resume_from,
           save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
@@ -82,6 +85,7 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     train_items = list(iter_labelled(root, names))
     val_items = list(iter_labelled(root, val_names))
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restarts=restarts, contact_weight=contact_weight,
+                      kind_weights=tuple({**dict(DEFAULTS.kind_weights), **dict(kind_weight)}.items()),
                       diameter=diameter or None, scale_range=scale_range, base=base, eval_every=eval_every,
                       checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed,
                       threads=threads)
