@@ -111,7 +111,8 @@ def test_train_checkpoints_and_resumes(tmp_path):
     import torch
 
     recipe = torch.load(tmp_path / "small.pt", weights_only=True)["extra"]["config"]
-    assert dict(recipe["kind_weights"]) == {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0, "brightfield": 5.0}
+    assert dict(recipe["kind_weights"]) == {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0,
+                                            "brightfield": 5.0}
     # the exported weights segment an image through the normal path
     from shared.model.segmenter import Segmenter
 

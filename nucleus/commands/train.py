@@ -58,8 +58,8 @@ DEFAULTS = TrainConfig()
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
 def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, diameter, scale_range,
-          base, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed, resume_from,
-          save_compact, export):
+          base, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed,
+          resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
