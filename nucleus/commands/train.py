@@ -106,7 +106,9 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     if save_compact:
         compact_checkpoint(out / "last.pt", save_compact)
     if export:
-        export_weights(out / "model.pt", export)
+        # The size model is fitted for these exact weights, on the images they were trained on.
+        with tqdm(total=len(train_items), desc="size model", unit="image", file=sys.stderr) as fitting:
+            export_weights(out / "model.pt", export, size_items=train_items, progress=fitting.update)
         click.echo(f"weights written to {export}", err=True)
     click.echo(str(out / "model.pt"))
 

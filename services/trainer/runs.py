@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import tempfile
 import zlib
 from datetime import datetime, timezone
@@ -29,6 +30,9 @@ from shared.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 HELD_OUT_EVERY = 5  # one user-labelled image in five is kept for evaluation, chosen by a stable hash
+# Images the new version's size model is fitted on (shared.model.size): five encoder passes each, about a minute
+# for 300 on two CPU cores, and as good as all 563 DSB2018 training images (cross-validated; 200 err a tenth more).
+SIZE_FIT_IMAGES = 300
 
 
 def _now() -> datetime:
@@ -133,7 +137,9 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
     with tempfile.TemporaryDirectory(prefix="nucleus-train-") as tmp:
         out = Path(tmp)
         train(samples, [], out, cfg, init_weights=parent_raw, progress=progress)
-        export_weights(out / "model.pt", out / "export.pt")
+        labelled_train = base_train + user_train
+        size_items = random.Random(0).sample(labelled_train, min(SIZE_FIT_IMAGES, len(labelled_train)))
+        export_weights(out / "model.pt", out / "export.pt", size_items=size_items)
         new_raw = (out / "export.pt").read_bytes()
     version = weights_version(new_raw)
 

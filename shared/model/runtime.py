@@ -40,7 +40,8 @@ class TorchNetwork:
 class OnnxNetwork:
     """A PyTorch module exported to ONNX in memory and run by ONNX Runtime on the CPU."""
 
-    def __init__(self, model: nn.Module, in_channels: int):
+    def __init__(self, model: nn.Module, in_channels: int, maps: bool = True):
+        """`maps`: the model returns maps the size of its input (else one vector per image)."""
         import onnxruntime
 
         model = model.to(memory_format=torch.contiguous_format)
@@ -52,7 +53,7 @@ class OnnxNetwork:
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.zeros(1, in_channels, 64, 64),), graph,
                               input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": axes, "logits": axes}, dynamo=False)
+                              dynamic_axes={"images": axes, "logits": axes if maps else {0: "batch"}}, dynamo=False)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # as many as PyTorch was given (the worker sets it)
         options.inter_op_num_threads = 1

@@ -15,14 +15,13 @@ from torch.fx.experimental.optimization import fuse
 from shared.config import DEFAULT_VIEWS, VIEWS, Settings
 from shared.model import precision as mixed_precision
 from shared.model import runtime as runtimes
-from shared.model import scale
+from shared.model import scale, size
 from shared.model.preprocess import normalize
 from shared.model.unet import UNet
 from shared.postprocess import PostprocessSettings, connected_components, instances
 
 CHECKPOINT_FORMAT = "nucleus-unet/1"
 SHIPPED_WEIGHTS = "nucleus-dsb2018.pt"
-ESTIMATE_WINDOW = 512
 
 
 def shipped_weights_path() -> Path:
@@ -51,15 +50,22 @@ def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict
                 "postprocess": asdict(postprocess), "diameter": diameter, "extra": extra or {}}, path)
 
 
-def export_weights(checkpoint: Path, target: Path) -> None:
-    """Write a checkpoint's weights in the compact shipped form: half precision, no optimiser state."""
+def export_weights(checkpoint: Path, target: Path, size_items: list | None = None, progress=None) -> None:
+    """Write a checkpoint's (or exported weights') network in the compact shipped form: half precision, no
+    optimiser state. With `size_items` (labelled images), also fit the size model inference measures nuclei with
+    (shared.model.size) for exactly these weights; without, an exported file keeps the one it has."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     extra = {k: v for k, v in ckpt.get("extra", {}).items() if k != "train_state"}
-    extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", [])
-    torch.save({"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
-                "postprocess": asdict(PostprocessSettings()), "diameter": ckpt.get("diameter"), "extra": extra},
-               target)
+    extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", extra.get("history", []))
+    exported = {"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
+                "postprocess": asdict(PostprocessSettings()), "diameter": ckpt.get("diameter"), "extra": extra,
+                "size": ckpt.get("size")}
+    if size_items is not None and exported["diameter"]:
+        buffer = io.BytesIO()
+        torch.save({**exported, "size": None}, buffer)
+        exported["size"] = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress).to_dict()
+    torch.save(exported, target)
     write_version_sidecar(target)
 
 
@@ -112,14 +118,12 @@ class Segmenter:
         model.load_state_dict(checkpoint["state_dict"])
         self.stride = model.stride
         self.runtime = runtimes.resolve(runtime, self.device, self.amp_dtype)
-        # Inference only: folding each batch norm into its convolution saves about a fifth of the time.
-        fused = fuse(model.eval())
-        if self.runtime == "onnx":
-            self.network = runtimes.OnnxNetwork(fused, in_channels=model.config["in_channels"])
-        else:
-            self.network = runtimes.TorchNetwork(fused, self.device)
+        self.unet = model.eval()
+        self.network = self._compile(self.unet)
+        self._style_network = None  # the encoder alone, built when a size is first measured
         self.postprocess = PostprocessSettings.from_dict(checkpoint.get("postprocess", {}))
         self.diameter = checkpoint.get("diameter")
+        self.size_model = size.SizeModel.from_dict(checkpoint.get("size"))
         self.version = version_of(raw, checkpoint.get("name", "model"))
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
@@ -138,6 +142,13 @@ class Segmenter:
         save_checkpoint(buffer, model, name, diameter=diameter)
         return cls(buffer.getvalue(), device=str(next(model.parameters()).device))
 
+    def _compile(self, module: torch.nn.Module, maps: bool = True):
+        # Inference only: folding each batch norm into its convolution saves about a fifth of the time.
+        fused = fuse(module)
+        if self.runtime == "onnx":
+            return runtimes.OnnxNetwork(fused, in_channels=self.unet.config["in_channels"], maps=maps)
+        return runtimes.TorchNetwork(fused, self.device)
+
     def predict(self, image: np.ndarray) -> Prediction:
         x = torch.from_numpy(normalize(image))
         f, quick_look = self._measure(x)
@@ -154,19 +165,31 @@ class Segmenter:
         return self._measure(torch.from_numpy(normalize(image)))[0]
 
     def _measure(self, x: torch.Tensor) -> tuple[float, Prediction | None]:
-        """The enlargement, measured on a quick segmentation (one view, at most the central 512x512 pixels) of
-        the image as it is; and that quick look itself when it already is the whole prediction."""
+        """The enlargement, from the median nucleus diameter the size model reads off the encoder; and, for
+        weights exported before size models, from a quick segmentation (one view, at most the central
+        size.WINDOW pixels square) of the image as it is, returned too when it already is the whole prediction."""
         if not self.diameter:
             return 1.0, None
-        _, height, width = x.shape
-        side = min(ESTIMATE_WINDOW, self.tile)
-        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-        window = x[:, top:top + side, left:left + side]
+        if self.size_model is not None:
+            window = size.central_window(x)
+            if size.is_blank(window):
+                return 1.0, None
+            return scale.factor(self.size_model.diameter(self.style(window)), self.diameter), None
+        window = size.central_window(x, min(size.WINDOW, self.tile))
         probs = self._forward(window, views=1)
         labels = instances(*probs, self.postprocess)
         f = scale.factor(scale.median_diameter(labels), self.diameter, largest=scale.MAX_INFERENCE_FACTOR)
         complete = f == 1.0 and self.views == 1 and window.shape == x.shape
         return f, (Prediction(*probs, labels=labels) if complete else None)
+
+    @torch.inference_mode()
+    def style(self, x: torch.Tensor) -> np.ndarray:
+        """The encoder's summary of a normalised CxHxW image, which the size model reads (shared.model.size)."""
+        if self._style_network is None:
+            self._style_network = self._compile(size.EncoderStyle(self.unet), maps=False)
+        with mixed_precision.autocast(self.device, self.amp_dtype):
+            style = self._style_network(self._padded(x))
+        return style[0].float().cpu().numpy()
 
     def _maps(self, x: torch.Tensor) -> np.ndarray:
         _, height, width = x.shape
@@ -185,17 +208,21 @@ class Segmenter:
                 out[:, top:bottom, left:right] = probs[:, top - t0:bottom - t0, left - l0:right - l0]
         return out
 
-    @torch.inference_mode()
-    def _forward(self, x: torch.Tensor, views: int | None = None) -> np.ndarray:
-        views = views or self.views
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """A CxHxW image as a batch of one on the device, its sides padded to a multiple of the network's stride."""
         _, h, w = x.shape
-        stride = self.stride
-        ph, pw = (-h) % stride, (-w) % stride
+        ph, pw = (-h) % self.stride, (-w) % self.stride
         batch = x[None]
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
-        batch = batch.to(self.device)
+        return batch.to(self.device)
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor, views: int | None = None) -> np.ndarray:
+        views = views or self.views
+        _, h, w = x.shape
+        batch = self._padded(x)
         total = None
         # Views 2k and 2k+1 are the image turned k times by 90°, then as is and mirrored: one batch of two.
         for turns in range(max(1, views // 2)):

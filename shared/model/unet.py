@@ -46,11 +46,16 @@ class UNet(nn.Module):
         """Input sides must be a multiple of this."""
         return 2 ** self.config["depth"]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's features at each level, full resolution first."""
+        features = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
+            features.append(x)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encode(x)
         x = skips.pop()
         for up, merge in zip(self.up, self.merge):
             x = merge(torch.cat([up(x), skips.pop()], dim=1))
