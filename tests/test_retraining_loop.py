@@ -7,10 +7,12 @@ published, not promoted.
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.support import data
 from tests.support.http import Client
@@ -19,8 +21,10 @@ from tests.support.stack import EmbeddedStack
 from tests.support.wait import wait_for
 from tests.support.api import png_bytes
 
-# A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops.
-TINY_BUDGET = dict(training_steps_per_epoch=2, training_base_limit=4, training_validation_limit=3,
+# A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops. The base
+# set is as large as the trainer needs to fit the new version's size model (SIZE_FIT_MIN_IMAGES).
+BASE_IMAGES = 50
+TINY_BUDGET = dict(training_steps_per_epoch=2, training_base_limit=BASE_IMAGES, training_validation_limit=3,
                    training_crop=96, training_batch=2)
 # With the default learning rate, a few steps on scrambled labels barely move the model and the gate
 # (rightly) lets it through. The rate the shipped model was trained with (2e-3), with user labels
@@ -33,13 +37,13 @@ RUN_TIMEOUT = 420
 
 
 def small_base_set(root: Path) -> Path:
-    """A base set of links to real DSB images: 4 to train on and 3 from the fixed validation split,
+    """A base set of links to real DSB images: BASE_IMAGES to train on and 3 from the fixed validation split,
     all 256x256 fluorescence (the default limits would take the split's first images, 1024x1024
     brightfield: slow to score). The user images (dsb_samples) are not among them."""
     validation = data.pick("fluorescence", 256, 256, n=7)[4:]
     held = data.validation_ids()
     train = [s for s in data.load_index() if s.kind == "fluorescence" and s.width == 256 and s.height == 256
-             and s.image_id not in held][:4]
+             and s.image_id not in held][:BASE_IMAGES]
     for sub in ("images", "labels"):
         (root / sub).mkdir(parents=True)
     for sample in validation + train:
@@ -147,6 +151,11 @@ def test_a_forced_run_publishes_a_version_that_the_next_job_reports(client, stac
     assert models[run["version"]]["parent"] == loop["shipped"]
     summary = models[run["version"]]["training_summary"]
     assert summary["user_images"] + summary["user_held_out"] == 3
+    # the new version measures nuclei with a size model fitted for it, on every image it was trained on
+    assert summary["size_model_images"] == summary["base_images"] + summary["user_images"] >= BASE_IMAGES
+    fitted = torch.load(io.BytesIO(published), map_location="cpu", weights_only=True)["size"]
+    shipped_size = torch.load(shipped_weights_path(), map_location="cpu", weights_only=True)["size"]
+    assert fitted and fitted["coef"] != shipped_size["coef"]
     assert loop["shipped"] in models and models[loop["shipped"]]["active"] is False
 
     after = upload_and_wait(client, "retrain", "after.png", dsb_samples[3].path.read_bytes())

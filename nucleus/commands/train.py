@@ -65,6 +65,7 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
 
     from shared.datasets import default_dsb_dir, iter_labelled, list_names, validation_names
     from shared.model.segmenter import export_weights
+    from shared.model.size import MIN_FIT_IMAGES
     from shared.training import compact_checkpoint, train as run
 
     restarts = _restarts(restart_at, restart_lr, fine_tuning=init_weights is not None)
@@ -108,8 +109,10 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     if export:
         # The size model is fitted for these exact weights, on the images they were trained on.
         with tqdm(total=len(train_items), desc="size model", unit="image", file=sys.stderr) as fitting:
-            export_weights(out / "model.pt", export, size_items=train_items, progress=fitting.update)
-        click.echo(f"weights written to {export}", err=True)
+            fitted = export_weights(out / "model.pt", export, size_items=train_items, progress=fitting.update)
+        click.echo(f"weights written to {export}" + ("" if fitted or not cfg.diameter else
+                   f" without a size model (fewer than {MIN_FIT_IMAGES} labelled images): they measure nuclei on a "
+                   "quick segmentation"), err=True)
     click.echo(str(out / "model.pt"))
 
 

@@ -134,12 +134,12 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
         if step % max(1, total // 20) == 0 or step == total:
             _set(run_id, progress=round(0.8 * step / total, 3))
 
+    labelled_train = base_train + user_train
+    size_items = random.Random(0).sample(labelled_train, min(SIZE_FIT_IMAGES, len(labelled_train)))
     with tempfile.TemporaryDirectory(prefix="nucleus-train-") as tmp:
         out = Path(tmp)
         train(samples, [], out, cfg, init_weights=parent_raw, progress=progress)
-        labelled_train = base_train + user_train
-        size_items = random.Random(0).sample(labelled_train, min(SIZE_FIT_IMAGES, len(labelled_train)))
-        export_weights(out / "model.pt", out / "export.pt", size_items=size_items)
+        size_model = export_weights(out / "model.pt", out / "export.pt", size_items=size_items)
         new_raw = (out / "export.pt").read_bytes()
     version = weights_version(new_raw)
 
@@ -154,6 +154,7 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
     passes_gate = all(drop <= settings.promotion_tolerance for drop in regressions.values())
     promote = force or passes_gate
     summary = {"base_images": len(base_train), "user_images": len(user_train), "user_held_out": len(user_eval),
+               "size_model_images": len(size_items) if size_model else 0,
                "validation_images": len(validation), "steps": steps, "epochs": epochs}
     record = {**metrics, "parent": parent_metrics, "regression": regressions, "gate_passed": passes_gate,
               "tolerance": settings.promotion_tolerance}

@@ -50,10 +50,13 @@ def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict
                 "postprocess": asdict(postprocess), "diameter": diameter, "extra": extra or {}}, path)
 
 
-def export_weights(checkpoint: Path, target: Path, size_items: list | None = None, progress=None) -> None:
+def export_weights(checkpoint: Path, target: Path, size_items: list | None = None,
+                   progress=None) -> "size.SizeModel | None":
     """Write a checkpoint's (or exported weights') network in the compact shipped form: half precision, no
     optimiser state. With `size_items` (labelled images), also fit the size model inference measures nuclei with
-    (shared.model.size) for exactly these weights; without, an exported file keeps the one it has."""
+    (shared.model.size) for exactly these weights, if they are at least size.MIN_FIT_IMAGES; with fewer the
+    weights measure nuclei on a quick segmentation. Without, an exported file keeps the one it has.
+    Returns the size model the weights carry."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     extra = {k: v for k, v in ckpt.get("extra", {}).items() if k != "train_state"}
@@ -61,12 +64,15 @@ def export_weights(checkpoint: Path, target: Path, size_items: list | None = Non
     exported = {"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
                 "postprocess": asdict(PostprocessSettings()), "diameter": ckpt.get("diameter"), "extra": extra,
                 "size": ckpt.get("size")}
-    if size_items is not None and exported["diameter"]:
-        buffer = io.BytesIO()
-        torch.save({**exported, "size": None}, buffer)
-        exported["size"] = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress).to_dict()
+    if size_items is not None:
+        exported["size"] = None
+        if exported["diameter"] and size.enough_to_fit(size_items):
+            buffer = io.BytesIO()
+            torch.save(exported, buffer)
+            exported["size"] = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress).to_dict()
     torch.save(exported, target)
     write_version_sidecar(target)
+    return size.SizeModel.from_dict(exported["size"])
 
 
 def write_version_sidecar(weights_path: Path) -> Path:
