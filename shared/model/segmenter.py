@@ -66,10 +66,14 @@ def export_weights(checkpoint: Path, target: Path, size_items: list | None = Non
                 "size": ckpt.get("size")}
     if size_items is not None:
         exported["size"] = None
-        if exported["diameter"] and size.enough_to_fit(size_items):
+        if exported["diameter"]:
             buffer = io.BytesIO()
             torch.save(exported, buffer)
-            exported["size"] = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress).to_dict()
+            try:
+                fitted = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress)
+                exported["size"] = fitted.to_dict()
+            except size.TooFewImages:
+                pass  # these weights measure nuclei on a quick segmentation
     torch.save(exported, target)
     write_version_sidecar(target)
     return size.SizeModel.from_dict(exported["size"])
