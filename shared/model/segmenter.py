@@ -70,7 +70,8 @@ def export_weights(checkpoint: Path, target: Path, size_items: list | None = Non
             buffer = io.BytesIO()
             torch.save(exported, buffer)
             try:
-                fitted = size.fit(Segmenter(buffer.getvalue()).style, size_items, progress=progress)
+                # float32 whatever the machine: the fit then does not depend on where a version was trained
+                fitted = size.fit(Segmenter(buffer.getvalue(), precision="fp32").style, size_items, progress=progress)
                 exported["size"] = fitted.to_dict()
             except size.TooFewImages:
                 pass  # these weights measure nuclei on a quick segmentation
