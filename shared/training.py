@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.averaging import WeightAverage
 from shared.datasets import LabelledImage
 from shared.model import precision, scale
 from shared.model.preprocess import normalize
@@ -60,6 +61,10 @@ class TrainConfig:
     threads: int = 0  # 0 = torch's default
     device: str = "auto"
     precision: str = "auto"  # "auto": bfloat16 where the hardware has the instructions (shared.model.precision)
+    # From this step on (0: never), the weights are averaged every `checkpoint_every` steps and model.pt is their
+    # mean (shared.averaging), with batch-norm statistics measured again on `bn_batches` training batches.
+    average_from: int = 0
+    bn_batches: int = 100
     name: str = "nucleus-dsb2018"
 
 
@@ -227,9 +232,13 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     resume = out / "last.pt"
     rewarm_from = None
+    average = None
     if resume.exists():
         ckpt = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+        if "average" in ckpt:
+            average = WeightAverage(model)
+            average.load_state_dict(ckpt["average"])
         if "optimizer" in ckpt:
             optimizer.load_state_dict(ckpt["optimizer"])
         else:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up again
@@ -260,6 +269,8 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
         if with_optimizer:
             ckpt = torch.load(path, weights_only=False)
             ckpt["optimizer"] = optimizer.state_dict()
+            if average is not None:
+                ckpt["average"] = average.state_dict()
             torch.save(ckpt, path)
 
     while state.step < cfg.steps:
@@ -294,13 +305,33 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
                 checkpoint(out / "best.pt", with_optimizer=False)
             (out / "history.json").write_text(json.dumps(state.history, indent=1))
             plot_curves(state.history, out / "curves.png")
+        if cfg.average_from and state.step >= cfg.average_from and state.step % cfg.checkpoint_every == 0:
+            if average is None:
+                average = WeightAverage(model)
+            average.add(model)
         if state.step % cfg.checkpoint_every == 0 or record:
             checkpoint(out / "last.pt", with_optimizer=True)
         if progress:
             progress(state.step, cfg.steps, {"loss": float(np.mean(running[-50:]))})
-    checkpoint(out / "model.pt", with_optimizer=False)
     checkpoint(out / "last.pt", with_optimizer=True)
+    if average is not None and average.count and state.step >= cfg.steps:
+        _average_into(model, average, stream, cfg, device, amp_dtype)
+        metrics = evaluate_model(model, val_items if not cfg.eval_images else val_items[: cfg.eval_images],
+                                 cfg.diameter) if val_items else {}
+        record = {"step": state.step, "averaged": average.count, **metrics}
+        state.history.append(record)
+        log.info("eval %s", json.dumps(record))
+        (out / "history.json").write_text(json.dumps(state.history, indent=1))
+    checkpoint(out / "model.pt", with_optimizer=False)
     return asdict(state)
+
+
+def _average_into(model: UNet, average: WeightAverage, stream, cfg: TrainConfig, device, amp_dtype) -> None:
+    log.info("averaging %d snapshots from step %d; measuring batch-norm statistics on %d batches",
+             average.count, cfg.average_from, cfg.bn_batches)
+    inputs = (x.to(device).contiguous(memory_format=torch.channels_last) for x, _ in stream)
+    with precision.autocast(device, amp_dtype):
+        average.apply_to(model, inputs, cfg.bn_batches)
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
@@ -309,6 +340,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history = [h for h in history if "loss" in h]  # not the averaged weights' final record
     if not history:
         return
     steps = [h["step"] for h in history]

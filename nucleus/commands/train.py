@@ -39,6 +39,9 @@ DEFAULTS = TrainConfig()
 @click.option("--scale-range", type=(float, float), default=DEFAULTS.scale_range, show_default=True,
               help="Random zoom of training crops, smallest and largest factor.")
 @click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
+@click.option("--average-from", type=int, default=DEFAULTS.average_from, show_default=True,
+              help="Average the weights every --checkpoint-every steps from this step on and make model.pt their "
+                   "mean (stochastic weight averaging; 0: off).")
 @click.option("--eval-every", type=int, default=DEFAULTS.eval_every, show_default=True)
 @click.option("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every, show_default=True)
 @click.option("--eval-images", type=int, default=0, help="Validate on only the first N validation images (0: all).")
@@ -58,7 +61,7 @@ DEFAULTS = TrainConfig()
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
 def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, diameter, scale_range,
-          base, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed,
+          base, average_from, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed,
           resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
@@ -87,7 +90,8 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     val_items = list(iter_labelled(root, val_names))
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restarts=restarts, contact_weight=contact_weight,
                       kind_weights=tuple({**dict(DEFAULTS.kind_weights), **dict(kind_weight)}.items()),
-                      diameter=diameter or None, scale_range=scale_range, base=base, eval_every=eval_every,
+                      diameter=diameter or None, scale_range=scale_range, base=base, average_from=average_from,
+                      eval_every=eval_every,
                       checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed,
                       threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
