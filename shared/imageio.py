@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 250_000_000
+# A TIFF stack (planes, channels, wide samples) may hold more than one value per pixel of its largest allowed
+# plane, but not more bytes than this many per allowed pixel: a 4-channel float32 image of the largest size.
+MAX_BYTES_PER_PIXEL = 16
 
 
 class ImageError(ValueError):
@@ -124,6 +127,9 @@ def _decode_tiff(data: bytes, channel: int | None, max_pixels: int) -> np.ndarra
         if "Y" not in axes or "X" not in axes:
             raise ImageError(f"TIFF has no 2-D image (axes {axes})", code="unsupported_format")
         _check_pixels(shape[axes.index("Y")], shape[axes.index("X")], max_pixels)
+        if series.nbytes > max_pixels * MAX_BYTES_PER_PIXEL:
+            raise ImageTooLarge(f"TIFF declares {series.nbytes / 1e6:.0f} MB of pixels ({' x '.join(map(str, shape))} "
+                                f"{series.dtype}); the limit is {max_pixels * MAX_BYTES_PER_PIXEL / 1e6:.0f} MB")
         array = series.asarray()
     # Reduce to Y, X and at most one channel axis: time → first frame, depth → maximum projection.
     for ax in "TZ":

@@ -102,3 +102,13 @@ def test_tiff_bomb_is_refused_from_its_header():
     big = tiff_bytes(np.zeros((64, 64), np.uint8))
     with pytest.raises(ImageTooLarge):
         decode(big, max_pixels=1000)
+
+
+def test_tiff_stack_is_bounded_by_its_bytes_not_only_its_plane():
+    plane = 16 * 16
+    few = tiff_bytes(np.ones((4, 16, 16), np.uint8), photometric="minisblack")
+    assert decode(few, max_pixels=plane).shape[:2] == (16, 16)
+    many = tiff_bytes(np.ones((20, 16, 16), np.uint16), photometric="minisblack")  # 40 bytes per allowed pixel
+    with pytest.raises(ImageTooLarge) as err:
+        decode(many, max_pixels=plane)
+    assert err.value.status == 413 and "MB of pixels" in err.value.message
