@@ -7,6 +7,7 @@ decoded, so a truncated file is refused here and not later by a worker.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 
@@ -127,9 +128,7 @@ def _decode_tiff(data: bytes, channel: int | None, max_pixels: int) -> np.ndarra
         if "Y" not in axes or "X" not in axes:
             raise ImageError(f"TIFF has no 2-D image (axes {axes})", code="unsupported_format")
         _check_pixels(shape[axes.index("Y")], shape[axes.index("X")], max_pixels)
-        if series.nbytes > max_pixels * MAX_BYTES_PER_PIXEL:
-            raise ImageTooLarge(f"TIFF declares {series.nbytes / 1e6:.0f} MB of pixels ({' x '.join(map(str, shape))} "
-                                f"{series.dtype}); the limit is {max_pixels * MAX_BYTES_PER_PIXEL / 1e6:.0f} MB")
+        _check_tiff_bytes(series, max_pixels)
         array = series.asarray()
     # Reduce to Y, X and at most one channel axis: time → first frame, depth → maximum projection.
     for ax in "TZ":
@@ -156,6 +155,17 @@ def _decode_tiff(data: bytes, channel: int | None, max_pixels: int) -> np.ndarra
     order = [axes.index("Y"), axes.index("X")] + ([axes.index(keep)] if keep else [])
     array = np.transpose(array, order)
     return _pick_channel(array, channel)
+
+
+def _check_tiff_bytes(series, max_pixels: int) -> None:
+    """The whole series, and each tile or strip the decoder allocates (a tile may declare itself far larger than
+    the image), within MAX_BYTES_PER_PIXEL bytes per allowed pixel."""
+    limit = max_pixels * MAX_BYTES_PER_PIXEL
+    segment = math.prod(getattr(series.keyframe, "chunks", ())) * series.dtype.itemsize
+    for what, nbytes in (("pixels", series.nbytes), ("one tile or strip", segment)):
+        if nbytes > limit:
+            raise ImageTooLarge(f"TIFF declares {nbytes / 1e6:.0f} MB for {what} ({' x '.join(map(str, series.shape))} "
+                                f"{series.dtype}); the limit is {limit / 1e6:.0f} MB")
 
 
 def read_image(path: str | Path, channel: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

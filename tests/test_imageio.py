@@ -111,4 +111,15 @@ def test_tiff_stack_is_bounded_by_its_bytes_not_only_its_plane():
     many = tiff_bytes(np.ones((20, 16, 16), np.uint16), photometric="minisblack")  # 40 bytes per allowed pixel
     with pytest.raises(ImageTooLarge) as err:
         decode(many, max_pixels=plane)
-    assert err.value.status == 413 and "MB of pixels" in err.value.message
+    assert err.value.status == 413 and "MB for pixels" in err.value.message
+
+
+def test_tiff_tile_declaring_itself_larger_than_the_image_is_refused_before_allocating():
+    data = bytearray(tiff_bytes(np.ones((24, 32), np.uint16), tile=(16, 16), compression="zlib"))
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        tags = tif.pages[0].tags
+        for name in ("TileWidth", "TileLength"):  # 65520 x 65520 x 2 bytes: the decoder's buffer for one tile
+            struct.pack_into("<H" if tags[name].dtype == 3 else "<I", data, tags[name].valueoffset, 65520)
+    with pytest.raises(ImageTooLarge) as err:
+        decode(bytes(data), max_pixels=4_000_000)
+    assert "one tile or strip" in err.value.message
