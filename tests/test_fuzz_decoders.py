@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from shared.imageio import ImageError, decode
-from tests.support.fuzzdata import broken_files, png_declaring, tiff_declaring
+from tests.support.fuzzdata import broken_files, png_declaring, seed_files, tiff_declaring
 
 EXAMPLES = int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300"))
 MAX_PIXELS = 4_000_000  # small, so "huge declared size" is tried cheaply and must be refused before decoding
@@ -45,3 +45,14 @@ def test_declared_sizes_are_checked_before_decoding(width, height):
             decode(data, max_pixels=MAX_PIXELS)
         if width * height > MAX_PIXELS:
             assert caught.value.status == 413, caught.value.message
+
+
+@pytest.mark.timeout(30)
+def test_splice_that_made_tifffile_loop_forever_is_refused():
+    # Found by the test above: a PNG signature spliced into the directory entries of deflate.tif leaves a directory
+    # at offset 12, inside the first one, that points back to it. tifffile's series detection followed the two
+    # forever, growing the process to 23 GB.
+    seed = seed_files()["deflate.tif"]
+    with pytest.raises(ImageError) as err:
+        decode(seed[:50] + b"\x89PNG\r\n\x1a\n" + seed[50:], max_pixels=MAX_PIXELS)
+    assert err.value.code == "corrupt_image"

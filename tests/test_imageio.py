@@ -123,3 +123,18 @@ def test_tiff_tile_declaring_itself_larger_than_the_image_is_refused_before_allo
     with pytest.raises(ImageTooLarge) as err:
         decode(bytes(data), max_pixels=4_000_000)
     assert "one tile or strip" in err.value.message
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("bigtiff", [False, True])
+def test_tiff_whose_directories_loop_is_refused(bigtiff):
+    data = bytearray(tiff_bytes(np.ones((2, 24, 32), np.uint8), photometric="minisblack", bigtiff=bigtiff,
+                                metadata=None))
+    with tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        first, last = tif.pages[0].offset, tif.pages[1].offset
+    entry, count, pointer = (20, "<Q", "<Q") if bigtiff else (12, "<H", "<I")
+    (entries,) = struct.unpack_from(count, data, last)
+    struct.pack_into(pointer, data, last + struct.calcsize(count) + entries * entry, first)  # page 2 -> page 1
+    with pytest.raises(ImageError) as err:
+        decode(bytes(data))
+    assert err.value.code == "corrupt_image" and "loop" in err.value.message
