@@ -7,7 +7,6 @@ decoded, so a truncated file is refused here and not later by a worker.
 from __future__ import annotations
 
 import io
-import logging
 import math
 import struct
 import warnings
@@ -16,8 +15,6 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 250_000_000
-# tifffile reports each oddity of a corrupt file as a warning, thousands for one upload; the ImageError says it once.
-logging.getLogger("tifffile").setLevel(logging.ERROR)
 # A TIFF stack (planes, channels, wide samples) may hold more than one value per pixel of its largest allowed
 # plane, but not more bytes than this many per allowed pixel: a 4-channel float32 image of the largest size.
 MAX_BYTES_PER_PIXEL = 16

@@ -17,7 +17,8 @@ _current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("nucle
 _service = "nucleus"
 
 # kombu warns on every file-system broker connection that it has no hostname (there is none to have)
-QUIET_LOGGERS = ("kombu.connection",)
+# tifffile warns once per odd tag of a corrupt upload, thousands of lines; the ImageError says it once.
+QUIET_LOGGERS = ("kombu.connection", "tifffile")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}

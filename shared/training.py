@@ -259,6 +259,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
                         st[k] = v.to(device)
 
     samples = [it if isinstance(it, Sample) else prepare([it], diameter=cfg.diameter)[0] for it in train_items]
+    validation = val_items if not cfg.eval_images else val_items[: cfg.eval_images]
     rng = random.Random(cfg.seed * 100003 + state.step)
     stream = batches(samples, cfg, rng)
     running, started = [], time.time()
@@ -294,8 +295,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
         running.append(loss.item())
         record = None
         if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            subset = val_items if not cfg.eval_images else val_items[: cfg.eval_images]
-            metrics = evaluate_model(model, subset, cfg.diameter) if subset else {}
+            metrics = evaluate_model(model, validation, cfg.diameter) if validation else {}
             record = {"step": state.step, "loss": float(np.mean(running[-cfg.eval_every:])),
                       "lr": learning_rate(state.step, cfg), "seconds": round(time.time() - started, 1), **metrics}
             state.history.append(record)
@@ -316,8 +316,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     checkpoint(out / "last.pt", with_optimizer=True)
     if average is not None and average.count and state.step >= cfg.steps:
         _average_into(model, average, stream, cfg, device, amp_dtype)
-        metrics = evaluate_model(model, val_items if not cfg.eval_images else val_items[: cfg.eval_images],
-                                 cfg.diameter) if val_items else {}
+        metrics = evaluate_model(model, validation, cfg.diameter) if validation else {}
         record = {"step": state.step, "averaged": average.count, **metrics}
         state.history.append(record)
         log.info("eval %s", json.dumps(record))
