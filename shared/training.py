@@ -24,6 +24,7 @@ from shared.model.preprocess import normalize
 from shared.model.segmenter import Segmenter, pick_device, save_checkpoint
 from shared.model.targets import contact_zone, instance_targets
 from shared.model.unet import UNet
+from shared.model.widen import widen
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class TrainConfig:
                                                    ("brightfield", 3.0))
     base: int = 16
     depth: int = 4
+    # At each (step, width) the network is widened to that many channels at full resolution, computing what it
+    # computed (shared.model.widen), with fresh optimiser moments; steps past `steps` are ignored. The first cycles
+    # thus run at the narrow network's cost.
+    widen: tuple[tuple[int, int], ...] = ()
     # Each training image is resized so that its median nucleus is `diameter` pixels across
     # (shared.model.scale; None: images as they come), then crops are zoomed at random within `scale_range`.
     # 22 px was the best target on 80 training images when segmenting them at 0.5-2x with the native-scale network.
@@ -220,6 +225,8 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     `out/` receives last.pt (resume point), best.pt (best validation DSB score so far), model.pt
     (the final weights), history.json and curves.png.
     """
+    if cfg.average_from and any(cfg.average_from < at < cfg.steps for at, _ in cfg.widen):
+        raise ValueError("weights can be averaged only from the last widening on (--average-from)")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -229,26 +236,25 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     torch.manual_seed(cfg.seed)
     model = UNet(base=cfg.base, depth=cfg.depth)
     state = TrainState()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     resume = out / "last.pt"
     rewarm_from = None
     average = None
-    if resume.exists():
-        ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+    ckpt = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
+    if ckpt is not None:
+        model = UNet(**ckpt["config"])  # narrower than cfg.base if it stopped before a widening
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
         if "average" in ckpt:
             average = WeightAverage(model)
             average.load_state_dict(ckpt["average"])
-        if "optimizer" in ckpt:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        else:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up again
+        if "optimizer" not in ckpt:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up
             rewarm_from = ckpt["extra"]["train_state"]["step"]
         state = TrainState(**ckpt["extra"]["train_state"])
         log.info("resuming at step %d%s", state.step, "" if rewarm_from is None else " (weights only)")
     elif init_weights is not None:
-        import io
-        raw = init_weights if isinstance(init_weights, bytes) else Path(init_weights).read_bytes()
-        model.load_state_dict(torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)["state_dict"])
+        model = initial_model(init_weights, cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if ckpt is not None and "optimizer" in ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
     model.to(device, memory_format=torch.channels_last).train()
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -277,6 +283,12 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     while state.step < cfg.steps:
         if should_stop and should_stop():
             break
+        width = dict(cfg.widen).get(state.step, 0)
+        if width > model.config["base"]:
+            log.info("widening the network from %d to %d channels at step %d", model.config["base"], width, state.step)
+            model = widen(model.cpu(), width, seed=cfg.seed + state.step)
+            model.to(device, memory_format=torch.channels_last).train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x, y = next(stream)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
@@ -323,6 +335,22 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
         (out / "history.json").write_text(json.dumps(state.history, indent=1))
     checkpoint(out / "model.pt", with_optimizer=False)
     return asdict(state)
+
+
+def initial_model(weights: Path | bytes, cfg: TrainConfig) -> UNet:
+    """The network fine-tuning starts from: `weights`, widened to `cfg.base` if they are narrower
+    (shared.model.widen), so that a wider network need not learn from scratch."""
+    import io
+    raw = weights if isinstance(weights, bytes) else Path(weights).read_bytes()
+    ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    model = UNet(**ckpt["config"])
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    if model.config["depth"] != cfg.depth or model.config["base"] > cfg.base:
+        raise ValueError(f"weights of a U-Net {model.config} cannot start one of width {cfg.base}, depth {cfg.depth}")
+    if model.config["base"] < cfg.base:
+        log.info("widening the initial weights from %d to %d channels", model.config["base"], cfg.base)
+        model = widen(model, cfg.base, seed=cfg.seed)
+    return model
 
 
 def _average_into(model: UNet, average: WeightAverage, stream, cfg: TrainConfig, device, amp_dtype) -> None:

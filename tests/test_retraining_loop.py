@@ -135,14 +135,15 @@ def loop(client, stack, dsb_samples):
 
 
 def test_a_forced_run_publishes_a_version_that_the_next_job_reports(client, stack, loop, dsb_samples):
-    from shared.model.segmenter import shipped_weights_path, training_scale
+    from shared.model.segmenter import fine_tuning_config, shipped_weights_path
 
     run = loop["run"]
     assert run["version"] and run["version"] != loop["shipped"]
     published = (stack.data_dir / "objects" / "models" / f"{run['version']}.pt").read_bytes()
-    # fine-tuned at the nucleus size its parent was trained at, so the worker enlarges images the same way
-    parent_diameter = training_scale(shipped_weights_path().read_bytes())["diameter"]
-    assert parent_diameter and training_scale(published)["diameter"] == parent_diameter
+    # fine-tuned at the nucleus size its parent was trained at (so the worker enlarges images the same way), and
+    # with its parent's network shape
+    parent, child = fine_tuning_config(shipped_weights_path().read_bytes()), fine_tuning_config(published)
+    assert parent["diameter"] and all(child[key] == parent[key] for key in ("diameter", "base", "depth"))
     assert run["promoted"] is True and run["progress"] == 1.0
     assert run["metrics"]["validation"] and "dsb_score" in run["metrics"]["validation"]
 

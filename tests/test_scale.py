@@ -7,7 +7,7 @@ from skimage.transform import rescale
 from shared.datasets import LabelledImage
 from shared.imageio import read_image
 from shared.model import scale
-from shared.model.segmenter import Segmenter, training_scale
+from shared.model.segmenter import Segmenter, fine_tuning_config
 from shared.training import prepare
 from tests.support.weights import shipped_weights
 
@@ -60,9 +60,12 @@ def image(dsb_samples):
     return read_image(dsb_samples[0].path)
 
 
-def test_weights_keep_the_diameter_they_were_trained_at():
-    assert training_scale(shipped_weights(22.0))["diameter"] == 22.0
-    assert training_scale(shipped_weights(None))["diameter"] is None
+def test_weights_keep_the_diameter_they_were_trained_at_and_their_shape():
+    kept = fine_tuning_config(shipped_weights(22.0))
+    assert kept["diameter"] == 22.0
+    network = Segmenter(shipped_weights(22.0), precision="fp32").unet.config
+    assert (kept["base"], kept["depth"]) == (network["base"], network["depth"])
+    assert fine_tuning_config(shipped_weights(None))["diameter"] is None
 
 
 def test_an_image_and_its_enlargement_give_the_same_nuclei(image, dsb_samples):

@@ -38,7 +38,14 @@ DEFAULTS = TrainConfig()
               help="Resize each image so its median nucleus is this many pixels across (0: as they come).")
 @click.option("--scale-range", type=(float, float), default=DEFAULTS.scale_range, show_default=True,
               help="Random zoom of training crops, smallest and largest factor.")
-@click.option("--base", type=int, default=DEFAULTS.base, show_default=True, help="U-Net width (channels at full resolution).")
+@click.option("--base", type=int, default=DEFAULTS.base, show_default=True,
+              help="U-Net width (channels at full resolution) at the start; wider than --init's weights widens them.")
+@click.option("--widen-at", type=int, multiple=True,
+              help="Step at which the network is widened, keeping what it computes; repeat for several (default: "
+                   f"{', '.join(str(at) for at, _ in DEFAULTS.widen) or 'none'}; with --init: none). 0: none.")
+@click.option("--widen-to", type=int, multiple=True,
+              help="Width after each widening, in the order of --widen-at (default: "
+                   f"{', '.join(str(width) for _, width in DEFAULTS.widen) or 'none'}).")
 @click.option("--average-from", type=int, default=DEFAULTS.average_from, show_default=True,
               help="Average the weights every --checkpoint-every steps from this step on and make model.pt their "
                    "mean (stochastic weight averaging; 0: off).")
@@ -61,8 +68,8 @@ DEFAULTS = TrainConfig()
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
 def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, diameter, scale_range,
-          base, average_from, eval_every, checkpoint_every, eval_images, limit, init_weights, device, precision, threads, seed,
-          resume_from, save_compact, export):
+          base, widen_at, widen_to, average_from, eval_every, checkpoint_every, eval_images, limit, init_weights,
+          device, precision, threads, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
@@ -71,7 +78,9 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     from shared.model.size import MIN_FIT_IMAGES
     from shared.training import compact_checkpoint, train as run
 
-    restarts = _restarts(restart_at, restart_lr, fine_tuning=init_weights is not None)
+    fine_tuning = init_weights is not None
+    restarts = _schedule(restart_at, restart_lr, DEFAULTS.restarts, fine_tuning, "--restart-at", "--restart-lr")
+    widenings = _schedule(widen_at, widen_to, DEFAULTS.widen, fine_tuning, "--widen-at", "--widen-to")
     out.mkdir(parents=True, exist_ok=True)
     if resume_from and not (out / "last.pt").exists():
         shutil.copy(resume_from, out / "last.pt")
@@ -90,10 +99,9 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     val_items = list(iter_labelled(root, val_names))
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restarts=restarts, contact_weight=contact_weight,
                       kind_weights=tuple({**dict(DEFAULTS.kind_weights), **dict(kind_weight)}.items()),
-                      diameter=diameter or None, scale_range=scale_range, base=base, average_from=average_from,
-                      eval_every=eval_every,
-                      checkpoint_every=checkpoint_every, device=device, precision=precision, seed=seed,
-                      threads=threads)
+                      diameter=diameter or None, scale_range=scale_range, base=base, widen=widenings,
+                      average_from=average_from, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                      device=device, precision=precision, seed=seed, threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
 
     def progress(step, total, info):
@@ -120,10 +128,12 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     click.echo(str(out / "model.pt"))
 
 
-def _restarts(steps: tuple[int, ...], rates: tuple[float, ...], fine_tuning: bool) -> tuple[tuple[int, float], ...]:
-    """Fine-tuning from given weights is one cycle unless restarts are asked for; else the recipe's."""
+def _schedule(steps: tuple[int, ...], values: tuple, recipe: tuple, fine_tuning: bool, steps_option: str,
+              values_option: str) -> tuple[tuple[int, float], ...]:
+    """(step, value) pairs from two repeated options. Fine-tuning from given weights has none unless asked for
+    (one learning-rate cycle, the given width); else the recipe's."""
     if not steps:
-        return () if fine_tuning else DEFAULTS.restarts
-    if len(rates) != len(steps):
-        raise click.UsageError("give one --restart-lr for each --restart-at")
-    return tuple((at, lr) for at, lr in zip(steps, rates) if at > 0)
+        return () if fine_tuning else recipe
+    if len(values) != len(steps):
+        raise click.UsageError(f"give one {values_option} for each {steps_option}")
+    return tuple((at, value) for at, value in zip(steps, values) if at > 0)

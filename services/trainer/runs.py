@@ -91,7 +91,7 @@ def _score(weights: bytes, items: list[LabelledImage]) -> dict:
 
 
 def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
-    from shared.model.segmenter import export_weights, training_scale, weights_version
+    from shared.model.segmenter import export_weights, fine_tuning_config, weights_version
     from shared.training import TrainConfig, prepare, train
 
     with write_scope() as session:
@@ -118,17 +118,17 @@ def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
                 "epochs": epochs, "steps_per_epoch": settings.training_steps_per_epoch}
     manifest_sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
-    scale = training_scale(parent_raw)
-    samples = prepare(base_train, diameter=scale["diameter"])
+    kept = fine_tuning_config(parent_raw)
+    samples = prepare(base_train, diameter=kept["diameter"])
     if user_train:
         share = settings.training_user_share if base_train else 1.0
         # weight so that user labels make up `share` of what is sampled, whatever their number
         weight = (share / (1 - share)) * len(base_train) / len(user_train) if base_train and share < 1 else 1.0
-        samples += prepare(user_train, weight=weight, diameter=scale["diameter"])
+        samples += prepare(user_train, weight=weight, diameter=kept["diameter"])
     steps = max(1, epochs * settings.training_steps_per_epoch)
     cfg = TrainConfig(steps=steps, batch=settings.training_batch, crop=settings.training_crop, lr=settings.training_lr,
                       restarts=(), eval_every=10 * steps + 1, checkpoint_every=10 * steps + 1, device=settings.device,
-                      name="nucleus-ft", seed=zlib.crc32(run_id.encode()) % 10_000, **scale)
+                      name="nucleus-ft", seed=zlib.crc32(run_id.encode()) % 10_000, **kept)
 
     def progress(step: int, total: int, info: dict) -> None:
         if step % max(1, total // 20) == 0 or step == total:

@@ -100,12 +100,13 @@ def weights_version(raw: bytes) -> str:
     return version_of(raw, checkpoint.get("name", "model"))
 
 
-def training_scale(raw: bytes) -> dict:
-    """The scale these weights were trained at, as TrainConfig fields (`diameter`, `scale_range`), so that
-    fine-tuning keeps showing the network nuclei at the size it knows."""
+def fine_tuning_config(raw: bytes) -> dict:
+    """The TrainConfig fields that fine-tuning these weights must keep: the network's shape (`base`, `depth`) and
+    the scale it was trained at (`diameter`, `scale_range`), so that it keeps seeing nuclei at the size it knows."""
     checkpoint = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     recipe = checkpoint.get("extra", {}).get("config", {})
-    found = {"diameter": checkpoint.get("diameter")}
+    found = {"base": checkpoint["config"]["base"], "depth": checkpoint["config"]["depth"],
+             "diameter": checkpoint.get("diameter")}
     if recipe.get("scale_range"):
         found["scale_range"] = tuple(recipe["scale_range"])
     return found
