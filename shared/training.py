@@ -51,8 +51,8 @@ class TrainConfig:
     base: int = 16
     depth: int = 4
     # At each (step, width) the network is widened to that many channels at full resolution, computing what it
-    # computed (shared.model.widen), with fresh optimiser moments; steps past `steps` are ignored. The first cycles
-    # thus run at the narrow network's cost.
+    # computed (shared.model.widen), with fresh optimiser moments (and a short warm-up for them); steps past `steps`
+    # are ignored. The first cycles thus run at the narrow network's cost.
     widen: tuple[tuple[int, int], ...] = ()
     # Each training image is resized so that its median nucleus is `diameter` pixels across
     # (shared.model.scale; None: images as they come), then crops are zoomed at random within `scale_range`.
@@ -289,6 +289,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
             model = widen(model.cpu(), width, seed=cfg.seed + state.step)
             model.to(device, memory_format=torch.channels_last).train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            rewarm_from = state.step
         x, y = next(stream)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         y = y.to(device)

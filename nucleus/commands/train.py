@@ -14,6 +14,20 @@ from shared.training import TrainConfig
 DEFAULTS = TrainConfig()
 
 
+def step_options(at: str, event: str, value: str, value_type: type, value_help: str, recipe: tuple):
+    """Two repeated options that together give (step, value) pairs, such as the recipe's warm restarts."""
+    def listed(index: int) -> str:
+        return ", ".join(str(pair[index]) for pair in recipe) or "none"
+
+    def decorate(command):
+        command = click.option(value, type=value_type, multiple=True,
+                               help=f"{value_help}, in the order of {at} (default: {listed(1)}).")(command)
+        return click.option(at, type=int, multiple=True,
+                            help=f"Step at which {event}; repeat for several (default: {listed(0)}; with --init: "
+                                 "none). 0: none.")(command)
+    return decorate
+
+
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Labelled set (default: ../shared/data/dsb2018-stage1-train; its fixed validation split is held out).")
@@ -23,12 +37,8 @@ DEFAULTS = TrainConfig()
 @click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True)
 @click.option("--crop", type=int, default=DEFAULTS.crop, show_default=True)
 @click.option("--lr", type=float, default=DEFAULTS.lr, show_default=True)
-@click.option("--restart-at", type=int, multiple=True,
-              help="Step at which a new cosine cycle starts; repeat for several (default: "
-                   f"{', '.join(str(at) for at, _ in DEFAULTS.restarts)}; with --init: none). 0: none.")
-@click.option("--restart-lr", type=float, multiple=True,
-              help="Peak learning rate of each new cycle, in the order of --restart-at (default: "
-                   f"{', '.join(str(lr) for _, lr in DEFAULTS.restarts)}).")
+@step_options("--restart-at", "a new cosine cycle starts", "--restart-lr", float,
+              "Peak learning rate of each new cycle", DEFAULTS.restarts)
 @click.option("--contact-weight", type=float, default=DEFAULTS.contact_weight, show_default=True,
               help="Extra loss weight where nuclei touch (0: none).")
 @click.option("--kind-weight", type=(click.Choice([kind for kind, _ in DEFAULTS.kind_weights]), float),
@@ -40,12 +50,8 @@ DEFAULTS = TrainConfig()
               help="Random zoom of training crops, smallest and largest factor.")
 @click.option("--base", type=int, default=DEFAULTS.base, show_default=True,
               help="U-Net width (channels at full resolution) at the start; wider than --init's weights widens them.")
-@click.option("--widen-at", type=int, multiple=True,
-              help="Step at which the network is widened, keeping what it computes; repeat for several (default: "
-                   f"{', '.join(str(at) for at, _ in DEFAULTS.widen) or 'none'}; with --init: none). 0: none.")
-@click.option("--widen-to", type=int, multiple=True,
-              help="Width after each widening, in the order of --widen-at (default: "
-                   f"{', '.join(str(width) for _, width in DEFAULTS.widen) or 'none'}).")
+@step_options("--widen-at", "the network is widened, keeping what it computes", "--widen-to", int,
+              "Width after each widening", DEFAULTS.widen)
 @click.option("--average-from", type=int, default=DEFAULTS.average_from, show_default=True,
               help="Average the weights every --checkpoint-every steps from this step on and make model.pt their "
                    "mean (stochastic weight averaging; 0: off).")
