@@ -234,7 +234,6 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     amp_dtype = precision.resolve(cfg.precision, device)
     log.info("training on %s in %s", device, "bfloat16 mixed precision" if amp_dtype else "float32")
     torch.manual_seed(cfg.seed)
-    model = UNet(base=cfg.base, depth=cfg.depth)
     state = TrainState()
     resume = out / "last.pt"
     rewarm_from = None
@@ -242,7 +241,7 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     ckpt = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
     if ckpt is not None:
         model = UNet(**ckpt["config"])  # narrower than cfg.base if it stopped before a widening
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+        model.load_state_dict(_float32(ckpt["state_dict"]))
         if "average" in ckpt:
             average = WeightAverage(model)
             average.load_state_dict(ckpt["average"])
@@ -252,6 +251,8 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
         log.info("resuming at step %d%s", state.step, "" if rewarm_from is None else " (weights only)")
     elif init_weights is not None:
         model = initial_model(init_weights, cfg)
+    else:
+        model = UNet(base=cfg.base, depth=cfg.depth)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if ckpt is not None and "optimizer" in ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -345,13 +346,18 @@ def initial_model(weights: Path | bytes, cfg: TrainConfig) -> UNet:
     raw = weights if isinstance(weights, bytes) else Path(weights).read_bytes()
     ckpt = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     model = UNet(**ckpt["config"])
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
+    model.load_state_dict(_float32(ckpt["state_dict"]))
     if model.config["depth"] != cfg.depth or model.config["base"] > cfg.base:
         raise ValueError(f"weights of a U-Net {model.config} cannot start one of width {cfg.base}, depth {cfg.depth}")
     if model.config["base"] < cfg.base:
         log.info("widening the initial weights from %d to %d channels", model.config["base"], cfg.base)
         model = widen(model, cfg.base, seed=cfg.seed)
     return model
+
+
+def _float32(state: dict) -> dict:
+    """A state dict whose half-precision tensors (exported weights) are float32 again, for training."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _average_into(model: UNet, average: WeightAverage, stream, cfg: TrainConfig, device, amp_dtype) -> None:
