@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
-from shared.config import DEFAULT_VIEWS, VIEWS, Settings
+from shared.config import DEFAULT_TILE, DEFAULT_VIEWS, VIEWS, Settings
 from shared.model import precision as mixed_precision
 from shared.model import runtime as runtimes
 from shared.model import scale, size
@@ -116,7 +116,7 @@ class Segmenter:
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
 
     def __init__(self, weights: Path | str | bytes | None = None, device: str | None = None,
-                 tile: int = 1024, overlap: int = 64, precision: str = "auto", views: int = DEFAULT_VIEWS,
+                 tile: int = DEFAULT_TILE, overlap: int = 64, precision: str = "auto", views: int = DEFAULT_VIEWS,
                  runtime: str = "auto"):
         if views not in VIEWS:
             raise ValueError(f"views must be one of {VIEWS}, not {views}")
