@@ -23,8 +23,8 @@ RUNTIMES = ("auto", "torch", "onnx")
 VIEWS = (1, 2, 4, 8)
 DEFAULT_VIEWS = 1
 # Images (after resizing to the trained nucleus size) with a side longer than this run in overlapping tiles. Each
-# tile's 64-pixel margins are computed twice, so small tiles cost time: a 1024x1024 image enlarged to 1373-1607 px
-# took 1.3-2.1 s in 1024-pixel tiles and 1.1-1.8 s in one pass (2-core AVX2 CPU), with the same nuclei. A
+# tile's 64-pixel margins are computed twice, so small tiles cost time: 1024x1024 images enlarged to 1373-1607 px
+# took 18-25 % less time in one pass than in 1024-pixel tiles (2-core AVX2 CPU), with the same nuclei. A
 # 2048-pixel tile peaks at about 2.7 GB of memory on the CPU.
 DEFAULT_TILE = 2048
 
