@@ -21,7 +21,7 @@ from shared.averaging import WeightAverage
 from shared.datasets import LabelledImage
 from shared.model import precision, scale
 from shared.model.preprocess import normalize
-from shared.model.segmenter import Segmenter, pick_device, save_checkpoint
+from shared.model.segmenter import Segmenter, half_precision, pick_device, save_checkpoint
 from shared.model.targets import contact_zone, instance_targets
 from shared.model.unet import UNet
 from shared.model.widen import widen
@@ -398,5 +398,5 @@ def compact_checkpoint(source: Path, target: Path) -> None:
     `train()` resumes from it (with a short learning-rate re-warm-up) when it is placed at OUT/last.pt."""
     ckpt = torch.load(source, map_location="cpu", weights_only=False)
     ckpt.pop("optimizer", None)
-    ckpt["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = half_precision(ckpt["state_dict"])
     torch.save(ckpt, target)

@@ -58,7 +58,7 @@ def export_weights(checkpoint: Path, target: Path, size_items: list | None = Non
     weights measure nuclei on a quick segmentation. Without, an exported file keeps the one it has.
     Returns the size model the weights carry."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    state = half_precision(ckpt["state_dict"])
     extra = {k: v for k, v in ckpt.get("extra", {}).items() if k != "train_state"}
     extra["history"] = ckpt.get("extra", {}).get("train_state", {}).get("history", extra.get("history", []))
     exported = {"format": CHECKPOINT_FORMAT, "name": ckpt["name"], "config": ckpt["config"], "state_dict": state,
@@ -78,6 +78,11 @@ def export_weights(checkpoint: Path, target: Path, size_items: list | None = Non
     torch.save(exported, target)
     write_version_sidecar(target)
     return size.SizeModel.from_dict(exported["size"])
+
+
+def half_precision(state: dict) -> dict:
+    """A state dict with its floating-point tensors in half precision: the compact form weights are committed in."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def write_version_sidecar(weights_path: Path) -> Path:
