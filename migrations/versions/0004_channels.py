@@ -1,4 +1,5 @@
-"""Channels and physical units of images and nuclei (placeholder: fill in upgrade/downgrade and this docstring).
+"""Channels and physical units of images and nuclei . Images record their channel names; nuclei carry extra named
+measures (per-channel intensities, physical units) and results list those columns.
 
 Revision ID: 0004
 Revises: 0003
@@ -17,8 +18,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table('images') as batch:
+        batch.add_column(sa.Column('channel_names', sa.JSON(), nullable=False, server_default='[]'))
+    with op.batch_alter_table('results') as batch:
+        batch.add_column(sa.Column('measure_columns', sa.JSON(), nullable=False, server_default='[]'))
+    with op.batch_alter_table('nuclei') as batch:
+        batch.add_column(sa.Column('measures', sa.JSON(), nullable=False, server_default='{}'))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table('nuclei') as batch:
+        batch.drop_column('measures')
+    with op.batch_alter_table('results') as batch:
+        batch.drop_column('measure_columns')
+    with op.batch_alter_table('images') as batch:
+        batch.drop_column('channel_names')

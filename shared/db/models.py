@@ -70,6 +70,7 @@ class Image(Base):
     site: Mapped[str | None] = mapped_column(String(20))
     channel: Mapped[int | None] = mapped_column(Integer)
     pixel_size_um: Mapped[float | None] = mapped_column(Float)
+    channel_names: Mapped[list] = mapped_column(JSON, default=list)  # every channel of the file, in order
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     experiment: Mapped[Experiment] = relationship()
@@ -113,6 +114,9 @@ class Result(Base):
     nuclei_csv_key: Mapped[str] = mapped_column(String(300))
     seconds_model: Mapped[float | None] = mapped_column(Float)
     seconds_total: Mapped[float | None] = mapped_column(Float)
+    # names of the extra per-nucleus columns its nuclei carry in `Nucleus.measures`, in table order
+    # (per-channel intensities, physical units): an export learns its columns from these without reading nuclei
+    measure_columns: Mapped[list] = mapped_column(JSON, default=list)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     job: Mapped[Job] = relationship(back_populates="result")
     nuclei: Mapped[list["Nucleus"]] = relationship(back_populates="result", cascade="all, delete-orphan")
@@ -132,6 +136,8 @@ class Nucleus(Base):
     solidity: Mapped[float] = mapped_column(Float)
     mean_intensity: Mapped[float] = mapped_column(Float)
     integrated_intensity: Mapped[float] = mapped_column(Float)
+    # extra columns by name, e.g. {"mean_intensity_hoechst": 812.5, "area_um2": 41.2}: see Result.measure_columns
+    measures: Mapped[dict] = mapped_column(JSON, default=dict)
     result: Mapped[Result] = relationship(back_populates="nuclei")
 
 
