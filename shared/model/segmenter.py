@@ -166,9 +166,13 @@ class Segmenter:
             return runtimes.OnnxNetwork(fused, in_channels=self.unet.config["in_channels"], maps=maps)
         return runtimes.TorchNetwork(fused, self.device)
 
-    def predict(self, image: np.ndarray) -> Prediction:
+    def predict(self, image: np.ndarray, diameter: float | None = None) -> Prediction:
+        """`diameter`: the nuclei's median diameter in pixels when known, instead of measuring it."""
         x = torch.from_numpy(normalize(image))
-        f, quick_look = self._measure(x)
+        if diameter:
+            f, quick_look = scale.factor(diameter, self.diameter), None
+        else:
+            f, quick_look = self._measure(x)
         if quick_look is not None:
             return quick_look
         if f == 1.0:
@@ -255,8 +259,8 @@ class Segmenter:
             total = probs if total is None else total + probs
         return (total[:, :h, :w] / views).cpu().numpy()
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
-        p = self.predict(image)
+    def segment(self, image: np.ndarray, diameter: float | None = None) -> np.ndarray:
+        p = self.predict(image, diameter)
         return p.labels if p.labels is not None else instances(p.foreground, p.boundary, p.distance, self.postprocess)
 
     def segment_connected_components(self, image: np.ndarray) -> np.ndarray:
