@@ -3,26 +3,36 @@ metadata, as CSV or Parquet, filtered like the history. Used by the REST API and
 
 Free metadata (an image's `extra`, such as the ingester's `instrument_channel`) becomes one column
 per key, after the fixed columns; a key that clashes with a fixed column of either table is named
-`extra_<key>`.
-CSV streams; Parquet (typed columns, compact for millions of nuclei) is built in memory in row
-groups and only imports pyarrow when asked for.
+`extra_<key>`. The nuclei table then carries each result's extra per-nucleus measures
+(`Result.measure_columns`, e.g. `mean_intensity_hoechst`), in the order first seen, empty where a
+nucleus has none; a measure that clashes with an earlier column is named `measure_<name>`.
+
+Memory stays flat whatever the experiment's size: rows come from the database in chunks (a server-side
+cursor on PostgreSQL), CSV streams as it is written, and Parquet is written in row groups to a
+temporary file (on disk beyond a few megabytes) that is then streamed. Text cells of a CSV never start
+a spreadsheet formula (shared.spreadsheet).
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
+import tempfile
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from flask import Response, stream_with_context
-from sqlalchemy import select
+from sqlalchemy import cast, func, Text
 from sqlalchemy.orm import Session
 
-from services.api.queries import NUCLEUS_COLUMNS, ResultFilters, all_results, apply_filters
+from services.api.queries import NUCLEUS_COLUMNS, STREAM_BATCH, ResultFilters, experiment_query
 from shared.db.models import Experiment, Image, Job, Nucleus, Result
+from shared.spreadsheet import inert
 
 FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-BATCH = 5000
+ROW_GROUP = 100_000  # Parquet rows per row group: a few tens of megabytes of Arrow arrays at most
+SPOOL_IN_MEMORY = 8 * 2 ** 20  # a Parquet file larger than this goes to disk while it is built
+READ_CHUNK = 2 ** 20
 
 # column -> pyarrow type name; the fixed columns of each table, in order
 RESULT_TYPES = {
@@ -32,8 +42,15 @@ RESULT_TYPES = {
     "area_mean": "float64", "area_median": "float64", "area_min": "float64", "area_max": "float64",
     "created": "timestamp",
 }
+RESULT_SOURCES = [
+    Image.id, Job.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
+    Image.pixel_size_um, Image.width, Image.height, Job.status, Job.error, Result.count, Result.model_version,
+    Result.area_mean, Result.area_median, Result.area_min, Result.area_max, Image.created,
+]
 IMAGE_COLUMNS = ["image_id", "filename", "condition", "well", "plate", "site", "channel", "pixel_size_um", "created",
                  "model_version"]
+IMAGE_SOURCES = [Image.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
+                 Image.pixel_size_um, Image.created, Result.model_version]
 NUCLEUS_TYPES = {
     **{c: RESULT_TYPES[c] for c in IMAGE_COLUMNS},
     **{c: "int64" if c == "label" else "float64" for c in NUCLEUS_COLUMNS},
@@ -44,9 +61,20 @@ NUCLEI_COLUMNS = list(NUCLEUS_TYPES)
 
 def metadata_keys(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
     """The free metadata keys used by the experiment's (filtered) images, sorted."""
-    query = apply_filters(select(Image.extra).join(Job, Job.image_id == Image.id)
-                          .where(Image.experiment_id == experiment.id), filters)
+    query = experiment_query([Image.extra], experiment, filters).execution_options(yield_per=STREAM_BATCH)
     return sorted({key for extra in session.scalars(query) if extra for key in extra})
+
+
+def measure_columns(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
+    """The union of the (filtered) results' extra nucleus columns, in the order first seen. The database
+    hands back each distinct list once, with the creation time of its first image."""
+    listed = cast(Result.measure_columns, Text)
+    query = (experiment_query([listed, func.min(Image.created)], experiment, filters, with_result=True)
+             .group_by(listed).order_by(func.min(Image.created)))
+    names: dict[str, None] = {}
+    for text, _first in session.execute(query):
+        names.update(dict.fromkeys(json.loads(text) if text else []))
+    return list(names)
 
 
 def _extra_columns(keys: list[str]) -> list[tuple[str, str]]:
@@ -55,53 +83,73 @@ def _extra_columns(keys: list[str]) -> list[tuple[str, str]]:
     return [(key, f"extra_{key}" if key in fixed else key) for key in keys]
 
 
+def _measure_columns(names: list[str], taken: list[str]) -> list[tuple[str, str]]:
+    taken = set(taken)
+    return [(name, f"measure_{name}" if name in taken else name) for name in names]
+
+
 def _attachment(experiment: Experiment, table: str, fmt: str) -> dict:
     return {"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-{table}.{fmt}"'}
 
 
+def _respond(experiment: Experiment, table: str, fmt: str, columns: list[str], types: dict[str, str],
+             batches: Iterable[list[list]]) -> Response:
+    headers = _attachment(experiment, table, fmt)
+    if fmt == "parquet":
+        return parquet_response(columns, types, batches, headers)
+    return Response(stream_with_context(csv_lines(columns, batches)), mimetype=FORMATS[fmt], headers=headers)
+
+
 # --- the per-image table -----------------------------------------------------------------------------------------
 
+def _result_batches(session: Session, experiment: Experiment, filters: ResultFilters,
+                    extras: list[tuple[str, str]]) -> Iterator[list[list]]:
+    query = experiment_query([*RESULT_SOURCES, Image.extra], experiment, filters).order_by(*filters.order())
+    status_at, extra_at = RESULT_COLUMNS.index("status"), len(RESULT_SOURCES)
+    for batch in session.execute(query.execution_options(yield_per=STREAM_BATCH)).partitions():
+        rows = []
+        for row in batch:
+            row = list(row)
+            row[status_at] = row[status_at].value
+            extra = row.pop(extra_at) or {}
+            rows.append([*row, *(extra.get(key) for key, _ in extras)])
+        yield rows
+
+
 def results_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
-    rows = all_results(session, experiment, filters)
     extras = _extra_columns(metadata_keys(session, experiment, filters))
     columns = RESULT_COLUMNS + [column for _key, column in extras]
-    records = [[row[c] for c in RESULT_COLUMNS] + [row["extra"].get(key) for key, _column in extras] for row in rows]
     types = {**RESULT_TYPES, **{column: "string" for _key, column in extras}}
-    if fmt == "parquet":
-        body = parquet_bytes(columns, types, [records])
-    else:
-        body = "".join(csv_lines(columns, [records]))
-    return Response(body, mimetype=FORMATS[fmt], headers=_attachment(experiment, "results", fmt))
+    return _respond(experiment, "results", fmt, columns, types, _result_batches(session, experiment, filters, extras))
 
 
 # --- the per-nucleus table ---------------------------------------------------------------------------------------
 
 def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFilters,
-                     extras: list[tuple[str, str]]) -> Iterator[list[list]]:
-    query = (select(Image.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
-                    Image.pixel_size_um, Image.created, Result.model_version, Image.extra,
-                    *(getattr(Nucleus, c) for c in NUCLEUS_COLUMNS))
-             .join(Job, Job.image_id == Image.id)
-             .join(Result, Result.job_id == Job.id)
+                     extras: list[tuple[str, str]], measures: list[tuple[str, str]]) -> Iterator[list[list]]:
+    query = (experiment_query([*IMAGE_SOURCES, *(getattr(Nucleus, c) for c in NUCLEUS_COLUMNS), Image.extra,
+                               Nucleus.measures], experiment, filters, with_result=True)
              .join(Nucleus, Nucleus.result_id == Result.id)
-             .where(Image.experiment_id == experiment.id))
-    query = apply_filters(query, filters)
-    result = session.execute(query.order_by(Image.created, Image.id, Nucleus.label).execution_options(yield_per=BATCH))
-    extra_at = len(IMAGE_COLUMNS)
-    for batch in result.partitions():
-        yield [[*row[:extra_at], *row[extra_at + 1:], *((row[extra_at] or {}).get(key) for key, _ in extras)]
-               for row in batch]
+             .order_by(Image.created, Image.id, Nucleus.result_id, Nucleus.label))
+    fixed = len(IMAGE_SOURCES) + len(NUCLEUS_COLUMNS)
+    for batch in session.execute(query.execution_options(yield_per=STREAM_BATCH)).partitions():
+        rows = []
+        for row in batch:
+            extra, values = row[fixed] or {}, row[fixed + 1] or {}
+            rows.append([*row[:fixed], *(extra.get(key) for key, _ in extras),
+                         *(values.get(name) for name, _ in measures)])
+        yield rows
 
 
 def nuclei_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
     extras = _extra_columns(metadata_keys(session, experiment, filters))
-    columns = NUCLEI_COLUMNS + [column for _key, column in extras]
-    batches = _nucleus_batches(session, experiment, filters, extras)
-    headers = _attachment(experiment, "nuclei", fmt)
-    if fmt == "parquet":
-        types = {**NUCLEUS_TYPES, **{column: "string" for _key, column in extras}}
-        return Response(parquet_bytes(columns, types, batches), mimetype=FORMATS[fmt], headers=headers)
-    return Response(stream_with_context(csv_lines(columns, batches)), mimetype=FORMATS[fmt], headers=headers)
+    measures = _measure_columns(measure_columns(session, experiment, filters),
+                                NUCLEI_COLUMNS + [column for _key, column in extras])
+    columns = NUCLEI_COLUMNS + [column for _key, column in extras] + [column for _name, column in measures]
+    types = {**NUCLEUS_TYPES, **{column: "string" for _key, column in extras},
+             **{column: "float64" for _name, column in measures}}
+    batches = _nucleus_batches(session, experiment, filters, extras, measures)
+    return _respond(experiment, "nuclei", fmt, columns, types, batches)
 
 
 # --- writers -----------------------------------------------------------------------------------------------------
@@ -119,14 +167,14 @@ def _csv_value(value):
         return ""
     if isinstance(value, datetime):
         return _timestamp(value).isoformat()
-    return value
+    return inert(value)
 
 
 def csv_lines(columns: list[str], batches: Iterable[list[list]]) -> Iterator[str]:
     """The header, then one chunk of lines per batch (so a long table streams)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([inert(c) for c in columns])
     yield buffer.getvalue()
     for batch in batches:
         buffer.seek(0)
@@ -141,20 +189,45 @@ def _arrow_type(name: str):
     return pa.timestamp("us", tz="UTC") if name == "timestamp" else getattr(pa, name)()
 
 
-def parquet_bytes(columns: list[str], types: dict[str, str], batches: Iterable[list[list]]) -> bytes:
-    """A Parquet file with one row group per batch (an empty table still has its schema)."""
+def write_parquet(sink, columns: list[str], types: dict[str, str], batches: Iterable[list[list]]) -> None:
+    """A Parquet file in `sink` with row groups of up to ROW_GROUP rows (an empty table still has its
+    schema); only one row group's worth of rows is held at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([(c, _arrow_type(types[c])) for c in columns])
-    timestamps = [i for i, c in enumerate(columns) if types[c] == "timestamp"]
-    buffer = io.BytesIO()
-    with pq.ParquetWriter(buffer, schema, compression="zstd") as writer:
+    timestamps = {i for i, c in enumerate(columns) if types[c] == "timestamp"}
+    pending: list = []
+    held = 0
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for batch in batches:
-            if not batch:
-                continue
-            values = list(zip(*batch))
-            arrays = [pa.array([_timestamp(v) for v in values[i]] if i in timestamps else values[i], type=schema[i].type)
-                      for i in range(len(columns))]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-    return buffer.getvalue()
+            if batch:
+                values = list(zip(*batch))
+                pending.append(pa.record_batch(
+                    [pa.array([_timestamp(v) for v in values[i]] if i in timestamps else values[i],
+                              type=schema[i].type) for i in range(len(columns))], schema=schema))
+                held += len(batch)
+            if held >= ROW_GROUP:
+                writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=held)
+                pending, held = [], 0
+        if pending:
+            writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=held)
+
+
+def parquet_response(columns: list[str], types: dict[str, str], batches: Iterable[list[list]],
+                     headers: dict) -> Response:
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    try:
+        write_parquet(spool, columns, types, batches)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+
+    def chunks() -> Iterator[bytes]:
+        with spool:
+            while block := spool.read(READ_CHUNK):
+                yield block
+
+    return Response(chunks(), mimetype=FORMATS["parquet"], headers={**headers, "Content-Length": str(size)})

@@ -2,6 +2,7 @@
 Used by the REST API and the web pages alike."""
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -15,6 +16,7 @@ from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
 MAX_PER_PAGE = 1000
 MAX_PAGE = 1_000_000  # beyond any real listing; keeps the SQL offset inside a 64-bit integer
 DEFAULT_PER_PAGE = 50
+STREAM_BATCH = 10_000  # rows fetched at a time by exports and plots (a server-side cursor on PostgreSQL)
 
 NUCLEUS_COLUMNS = ["label", "area", "perimeter", "centroid_x", "centroid_y", "equivalent_diameter", "eccentricity",
                    "solidity", "mean_intensity", "integrated_intensity"]
@@ -93,12 +95,23 @@ class ResultFilters:
         return [column.desc() if self.sort.startswith("-") else column.asc(), Image.created, Image.id]
 
 
-def results_query(experiment: Experiment, filters: ResultFilters) -> Select:
-    query = (select(Image, Job, Result)
-             .join(Job, Job.image_id == Image.id)
-             .outerjoin(Result, Result.job_id == Job.id)
-             .where(Image.experiment_id == experiment.id))
+def join_history(query: Select, with_result: bool = False) -> Select:
+    """Each image's job and its result: the one place where the history, exports and plots meet jobs and
+    results. The result is an outer join unless `with_result` (then images without one drop out)."""
+    query = query.join(Job, Job.image_id == Image.id)
+    if with_result:
+        return query.join(Result, Result.job_id == Job.id)
+    return query.outerjoin(Result, Result.job_id == Job.id)
+
+
+def experiment_query(columns, experiment: Experiment, filters: ResultFilters, with_result: bool = False) -> Select:
+    """`columns` of the experiment's images, joined to their jobs and results and filtered like the history."""
+    query = join_history(select(*columns).select_from(Image), with_result).where(Image.experiment_id == experiment.id)
     return apply_filters(query, filters)
+
+
+def results_query(experiment: Experiment, filters: ResultFilters) -> Select:
+    return experiment_query([Image, Job, Result], experiment, filters)
 
 
 def apply_filters(query: Select, filters: ResultFilters) -> Select:
@@ -145,13 +158,11 @@ def count_rows(session: Session, query: Select) -> int:
 def page_of_results(session: Session, experiment: Experiment, filters: ResultFilters, page: Page) -> tuple[list[dict], int]:
     query = results_query(experiment, filters)
     total = count_rows(session, query)
-    rows = session.execute(query.order_by(*filters.order()).offset(page.offset).limit(page.per_page)).all()
+    # The page's image ids first (an index walk that reads no rows), then whole rows for those ids only:
+    # a deep page does not load the rows it skips.
+    page_ids = query.with_only_columns(Image.id).order_by(*filters.order()).offset(page.offset).limit(page.per_page)
+    rows = session.execute(query.where(Image.id.in_(page_ids)).order_by(*filters.order())).all()
     return [result_row(*row) for row in rows], total
-
-
-def all_results(session: Session, experiment: Experiment, filters: ResultFilters) -> list[dict]:
-    rows = session.execute(results_query(experiment, filters).order_by(*filters.order())).all()
-    return [result_row(*row) for row in rows]
 
 
 def nucleus_rows(session: Session, result: Result, limit: int | None = None) -> list[dict]:
@@ -161,16 +172,55 @@ def nucleus_rows(session: Session, result: Result, limit: int | None = None) -> 
     return [{c: getattr(n, c) for c in NUCLEUS_COLUMNS} for n in session.scalars(query)]
 
 
-def nucleus_areas(session: Session, experiment: Experiment | None = None, result: Result | None = None,
-                  filters: ResultFilters | None = None) -> list[float]:
-    query = select(Nucleus.area).join(Result, Result.id == Nucleus.result_id)
+@dataclass(frozen=True)
+class Histogram:
+    edges: list[float]  # len(counts) + 1 bin edges
+    counts: list[int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+def _nucleus_query(columns, experiment: Experiment | None, result: Result | None,
+                   filters: ResultFilters | None) -> Select:
     if result is not None:
-        query = query.where(Nucleus.result_id == result.id)
-    if experiment is not None:
-        query = (query.join(Job, Job.id == Result.job_id).join(Image, Image.id == Job.image_id)
-                 .where(Image.experiment_id == experiment.id))
-        query = apply_filters(query, filters or ResultFilters())
-    return list(session.scalars(query))
+        return select(*columns).where(Nucleus.result_id == result.id)
+    query = experiment_query(columns, experiment, filters or ResultFilters(), with_result=True)
+    return query.join(Nucleus, Nucleus.result_id == Result.id)
+
+
+def area_histogram(session: Session, experiment: Experiment | None = None, result: Result | None = None,
+                   filters: ResultFilters | None = None) -> Histogram:
+    """Nucleus areas of one result or of an experiment's (filtered) images in bins, counted by the
+    database (two aggregate queries whatever the number of nuclei)."""
+    n, low, high = session.execute(_nucleus_query([func.count(Nucleus.id), func.min(Nucleus.area), func.max(Nucleus.area)],
+                                                  experiment, result, filters)).one()
+    if not n:
+        return Histogram([], [])
+    bins = min(60, max(10, int(n ** 0.5))) if high > low else 1
+    width = (high - low) / bins or 1.0
+    index = func.floor((Nucleus.area - low) / width)
+    counts = [0] * bins
+    for i, count in session.execute(_nucleus_query([index, func.count()], experiment, result, filters).group_by(index)):
+        counts[min(int(i), bins - 1)] += count  # the largest area sits on the last edge
+    return Histogram([low + i * width for i in range(bins + 1)], counts)
+
+
+def counts_by_condition(session: Session, experiment: Experiment, filters: ResultFilters) -> dict[str, list[int]]:
+    """Each condition's per-image nucleus counts (one small integer per finished image, read in chunks)."""
+    groups: dict[str, array] = {}
+    query = experiment_query([Image.condition, Result.count], experiment, filters, with_result=True)
+    for condition, count in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
+        groups.setdefault(condition or "(none)", array("l")).append(count)
+    return {name: counts.tolist() for name, counts in groups.items()}
+
+
+def mean_count_by_well(session: Session, experiment: Experiment, filters: ResultFilters) -> dict[str, float]:
+    """Mean nuclei per image of each well, averaged by the database."""
+    query = (experiment_query([Image.well, func.avg(Result.count)], experiment, filters, with_result=True)
+             .where(Image.well.is_not(None)).group_by(Image.well))
+    return {well: float(mean) for well, mean in session.execute(query)}
 
 
 def result_for(session: Session, image: Image) -> tuple[Job | None, Result | None]:

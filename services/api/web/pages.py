@@ -17,8 +17,8 @@ from services.api.intake import accept_upload
 from services.api.limits import check_upload_rate
 from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
-    Page, ResultFilters, all_results, count_rows, nucleus_areas, nucleus_rows, page_from_request, page_of_results,
-    result_for,
+    Histogram, Page, ResultFilters, area_histogram, count_rows, counts_by_condition, mean_count_by_well, nucleus_rows,
+    page_from_request, page_of_results, result_for,
 )
 from services.api.rest.experiments import create_experiment, valid_name
 from services.api.rest.labels import accept_label, label_file, labels_of_image
@@ -157,9 +157,10 @@ def experiment_plot(name: str, plot: str):
     filters = ResultFilters.from_request()
     if plot == "areas":
         title = "Nucleus area, " + ("matching images" if filters != ResultFilters() else "all images")
-        return _png(area_histogram_png(nucleus_areas(db(), experiment=experiment, filters=filters), title))
-    rows = all_results(db(), experiment, filters)
-    return _png(counts_by_condition_png(rows) if plot == "counts" else plate_heatmap_png(rows))
+        return _png(area_histogram_png(area_histogram(db(), experiment=experiment, filters=filters), title))
+    if plot == "counts":
+        return _png(counts_by_condition_png(counts_by_condition(db(), experiment, filters)))
+    return _png(plate_heatmap_png(mean_count_by_well(db(), experiment, filters)))
 
 
 @web.get("/images/<image_id>")
@@ -245,7 +246,7 @@ def start_training():
 def image_area_plot(image_id: str):
     image = get_image(image_id)
     _job, result = result_for(db(), image)
-    return _png(area_histogram_png(nucleus_areas(db(), result=result) if result else []))
+    return _png(area_histogram_png(area_histogram(db(), result=result) if result else Histogram([], [])))
 
 
 @web.get("/images/<image_id>/<any(\"labels.tif\", \"overlay.png\", \"nuclei.csv\"):artifact>")

@@ -7,7 +7,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from services.api.queries import Histogram
+
 WELL = re.compile(r"^([A-Pa-p])\s*0*(\d{1,2})$")
+POINTS_PER_CONDITION = 500
 
 
 def _figure(width=6.0, height=3.6):
@@ -34,22 +37,23 @@ def _empty(ax, message: str) -> None:
     ax.set_axis_off()
 
 
-def counts_by_condition_png(rows: list[dict]) -> bytes:
-    """Box plot with every image as a point, one column per condition."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        if row["count"] is not None:
-            groups[row["condition"] or "(none)"].append(row["count"])
+def counts_by_condition_png(groups: dict[str, list[int]]) -> bytes:
+    """Box plot of nuclei per image, one column per condition, with the images as points (a fixed-size
+    random sample of them for a large condition)."""
+    from matplotlib.cbook import boxplot_stats
+
     figure, ax = _figure()
     if not groups:
         _empty(ax, "no counts yet")
         return _png(figure)
     names = sorted(groups)
-    values = [groups[n] for n in names]
-    ax.boxplot(values, showfliers=False)
+    values = [np.asarray(groups[n]) for n in names]
+    ax.bxp([boxplot_stats(v)[0] for v in values], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     rng = np.random.default_rng(0)
     for i, counts in enumerate(values, start=1):
+        if len(counts) > POINTS_PER_CONDITION:
+            counts = rng.choice(counts, POINTS_PER_CONDITION, replace=False)
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(counts)), counts, s=14, alpha=0.7, color="#1f77b4", zorder=3)
     ax.set_ylabel("nuclei per image")
     ax.yaxis.set_major_locator(_whole_numbers())
@@ -57,12 +61,13 @@ def counts_by_condition_png(rows: list[dict]) -> bytes:
     return _png(figure)
 
 
-def area_histogram_png(areas: list[float], title: str = "Nucleus area") -> bytes:
+def area_histogram_png(histogram: Histogram, title: str = "Nucleus area") -> bytes:
+    """The histogram's bins as the database counted them."""
     figure, ax = _figure()
-    if not areas:
+    if not histogram.total:
         _empty(ax, "no nuclei yet")
         return _png(figure)
-    ax.hist(areas, bins=min(60, max(10, int(np.sqrt(len(areas))))), color="#2ca02c", alpha=0.85)
+    ax.stairs(histogram.counts, histogram.edges, fill=True, color="#2ca02c", alpha=0.85)
     ax.yaxis.set_major_locator(_whole_numbers())  # no half nuclei on the axis
     ax.set_xlabel("area (pixels)")
     ax.set_ylabel("nuclei")
@@ -70,13 +75,14 @@ def area_histogram_png(areas: list[float], title: str = "Nucleus area") -> bytes
     return _png(figure)
 
 
-def plate_heatmap_png(rows: list[dict]) -> bytes:
-    """Mean count per well on a plate layout (96 wells, or 384 when a well beyond H12 appears)."""
-    sums: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for row in rows:
-        match = WELL.match(row["well"] or "")
-        if match and row["count"] is not None:
-            sums[(ord(match.group(1).upper()) - 65, int(match.group(2)) - 1)].append(row["count"])
+def plate_heatmap_png(means: dict[str, float]) -> bytes:
+    """Mean count per well on a plate layout (96 wells, or 384 when a well beyond H12 appears); `means`
+    by well name (spellings of one well such as A1 and A01 are averaged together)."""
+    sums: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for well, mean in means.items():
+        match = WELL.match(well or "")
+        if match:
+            sums[(ord(match.group(1).upper()) - 65, int(match.group(2)) - 1)].append(mean)
     figure, ax = _figure(6.4, 4.0)
     if not sums:
         _empty(ax, "no counts for wells like A01 yet")
