@@ -76,10 +76,26 @@ class Settings(BaseSettings):
     training_base_limit: int = 0  # 0: every base image
     training_validation_limit: int = 0  # 0: the whole fixed validation split
     training_user_share: float = 0.5  # share of training samples drawn from user labels
-    promotion_tolerance: float = 0.02  # allowed drop in validation DSB score
+    training_freeze: str = "none"  # one of shared.training.FREEZE_CHOICES: "none" | "encoder"
+    # Without training_base_dir or ../shared/data, the base set `nucleus dataset import` stored in the object
+    # store under this name, copied once into training_cache_dir (default: <data_dir>/cache/datasets).
+    training_base_set: str = "base"
+    training_cache_dir: Path | None = None
+    promotion_tolerance: float = 0.02  # allowed drop in DSB score on the project's held-out images
+    # allowed drop in DSB score on the base validation split: a guard against collapse, not the objective
+    promotion_base_tolerance: float = 0.10
     auto_train_after_labels: int = 0  # 0: never start training automatically
 
     secret_key: str | None = None  # Flask sessions; generated and kept in data_dir when unset
+    session_lifetime_hours: float = 12.0  # a web sign-in lasts this long at most; signing out ends it at once
+    secure_cookies: bool = False  # deployed behind TLS: the session cookie is marked Secure and HSTS is sent
+
+    # Throttling and rate limits, in Flask-Limiter's notation ("10/minute", "100/hour"); empty: off.
+    auth_failure_limit: str = "10/minute"  # failed sign-ins and unknown bearer tokens, per client address and per token prefix
+    label_upload_rate: str = "60/minute"  # per token, label uploads (API and page)
+    export_rate: str = "30/minute"  # per token, CSV/Parquet exports of results and nuclei
+    plot_rate: str = "240/minute"  # per token, plot images
+    training_run_rate: str = "10/hour"  # per token, training runs started
     log_level: str = "INFO"
     log_json: bool = True
 

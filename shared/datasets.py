@@ -59,7 +59,7 @@ def guess_kind(image: np.ndarray) -> str:
     return "stained" if coloured else "brightfield"
 
 
-def _kind_hints(root: Path) -> dict[str, str]:
+def kind_hints(root: Path) -> dict[str, str]:
     index = root / "index.csv"
     if not index.exists():
         return {}
@@ -68,7 +68,7 @@ def _kind_hints(root: Path) -> dict[str, str]:
                 for row in csv.DictReader(fh)}
 
 
-def _find_image(folder: Path, stem: str) -> Path | None:
+def find_image(folder: Path, stem: str) -> Path | None:
     for suffix in IMAGE_SUFFIXES:
         candidate = folder / f"{stem}{suffix}"
         if candidate.exists():
@@ -76,23 +76,27 @@ def _find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def is_pairs_layout(root: Path) -> bool:
+    return (root / "images").is_dir() and (root / "labels").is_dir()
+
+
 def list_names(root: Path) -> list[str]:
     root = Path(root)
-    if (root / "images").is_dir() and (root / "labels").is_dir():
+    if is_pairs_layout(root):
         return sorted(p.stem for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return sorted(p.name for p in root.iterdir() if (p / "images").is_dir() and (p / "masks").is_dir())
 
 
 def load(root: Path, name: str, hints: dict[str, str] | None = None) -> LabelledImage:
     root = Path(root)
-    if (root / "images").is_dir() and (root / "labels").is_dir():
-        image_path = _find_image(root / "images", name)
-        label_path = _find_image(root / "labels", name)
+    if is_pairs_layout(root):
+        image_path = find_image(root / "images", name)
+        label_path = find_image(root / "labels", name)
         if image_path is None or label_path is None:
             raise FileNotFoundError(f"{name}: image or label image missing under {root}")
         image, labels = read_image(image_path), read_labels(label_path)
     else:
-        image_path = _find_image(root / name / "images", name)
+        image_path = find_image(root / name / "images", name)
         if image_path is None:
             raise FileNotFoundError(f"{name}: no image under {root / name / 'images'}")
         image = read_image(image_path)
@@ -101,13 +105,13 @@ def load(root: Path, name: str, hints: dict[str, str] | None = None) -> Labelled
             labels[read_image(mask_path) > 0] = i
     if image.shape[:2] != labels.shape:
         raise ValueError(f"{name}: image {image.shape[:2]} and labels {labels.shape} differ in size")
-    hints = _kind_hints(root) if hints is None else hints
+    hints = kind_hints(root) if hints is None else hints
     return LabelledImage(name, image, labels, hints.get(name) or guess_kind(image))
 
 
-def iter_labelled(root: Path, names: list[str] | None = None):
+def iter_labelled(root: Path, names: list[str] | None = None, hints: dict[str, str] | None = None):
     root = Path(root)
-    hints = _kind_hints(root)
+    hints = kind_hints(root) if hints is None else hints
     for name in names if names is not None else list_names(root):
         yield load(root, name, hints)
 

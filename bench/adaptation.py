@@ -1,0 +1,135 @@
+"""How much a training run with the defaults teaches the model a lab's own images.
+
+The "lab" is a source the shipped model never saw: images of the Kromp et al. fluorescence set
+(../shared/data/kromp-sbsst265), by default its test split (37 images, 13 test classes; no single class has more than
+7 images, too few for k = 20). k of them are "corrected" (given their true labels, as a lab would through the label
+editor); the model is fine-tuned on them plus the base set through the trainer's own code
+(shared.training.fine_tune, with the settings NUCLEUS_TRAINING_* or the --steps/--lr/--share/--freeze given here),
+and the lab's other images are scored before and after. The scored images are the same for every k: the first
+--reserve images of a fixed shuffle are the pool the corrected ones come from, the rest are scored.
+
+    .venv/bin/python bench/adaptation.py --k 5 10 [--steps 200 --lr 5e-4 --share 0.5 --freeze none]
+
+Prints one row per k (and variant) and appends each as a JSON line to --out. Kromp images are never base training
+data: they appear here only as a lab's corrections.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.config import Settings  # noqa: E402
+from shared.datasets import default_data_root, iter_labelled, list_names  # noqa: E402
+
+KROMP = "kromp-sbsst265"
+
+
+def kromp_names(root: Path, split: str, classes: list[str] | None) -> list[str]:
+    with (root / "image_description.csv").open() as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    chosen = [r["Image_Name"] for r in rows if (split == "all" or r["Train-/Testset split"] == split)
+              and (not classes or r["Testset class"] in classes)]
+    present = set(list_names(root))
+    return sorted(n for n in chosen if n in present)
+
+
+def score(weights: bytes, items) -> dict:
+    from shared.evaluation import evaluate
+    from shared.model.segmenter import Segmenter
+
+    scores, summary = evaluate(Segmenter(weights).segment, items)
+    true, pred = sum(s.true_count for s in scores), sum(s.pred_count for s in scores)
+    out = {k: summary["all"][k] for k in ("ap50", "dsb_score", "count_error_median")}
+    out["total_count_error"] = abs(pred - true) / max(1, true)
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, nargs="+", default=[5, 10])
+    parser.add_argument("--split", default="test", choices=("test", "train", "all"))
+    parser.add_argument("--classes", nargs="*", help="Kromp test classes (e.g. NC-II); default: every class")
+    parser.add_argument("--reserve", type=int, default=20, help="images the corrected ones are drawn from")
+    parser.add_argument("--steps", type=int, help="training steps (default: NUCLEUS_TRAINING_STEPS_PER_EPOCH)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--share", type=float, help="share of user labels in each batch")
+    parser.add_argument("--freeze", choices=("none", "encoder"))
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--validation-every", type=int, default=1,
+                        help="score every n-th image of the DSB validation split (1: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/results-adaptation.jsonl"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from shared.base_set import base_sets
+    from shared.model.segmenter import shipped_weights_path
+    from shared.training import fine_tune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {f"training_{k}": v for k, v in (("lr", args.lr), ("user_share", args.share),
+                                                   ("freeze", args.freeze), ("batch", args.batch)) if v is not None}
+    settings = Settings(**overrides)
+    steps = args.steps or settings.training_steps_per_epoch
+
+    root = default_data_root() / KROMP
+    names = kromp_names(root, args.split, args.classes)
+    random.Random(args.seed).shuffle(names)
+    if max(args.k) > min(args.reserve, len(names) - 1):
+        parser.error(f"k up to {max(args.k)} needs --reserve >= k and more than k of the {len(names)} images")
+    pool, scored_names = names[: args.reserve], names[args.reserve:]
+    lab = {it.name: it for it in iter_labelled(root, names)}
+    scored = [lab[n] for n in scored_names]
+
+    base_train, validation = base_sets(settings, None)
+    validation = validation[:: args.validation_every]
+    parent = shipped_weights_path().read_bytes()
+    t = time.time()
+    before = {"lab": score(parent, scored), "validation": score(parent, validation)}
+    print(f"lab: {len(names)} Kromp {args.split} images{' of ' + ','.join(args.classes) if args.classes else ''}, "
+          f"{len(scored)} scored; base {len(base_train)} images; validation {len(validation)} images; "
+          f"scoring the shipped model took {time.time() - t:.0f} s", flush=True)
+    rows = []
+    for k in args.k:
+        corrected = [lab[n] for n in pool[:k]]
+        load_before = os.getloadavg()[0]
+        t = time.time()
+        tuned = fine_tune(parent, base_train, corrected, settings, steps, seed=args.seed)
+        seconds = time.time() - t
+        load_after = os.getloadavg()[0]
+        after = {"lab": score(tuned.weights, scored), "validation": score(tuned.weights, validation)}
+        row = {"k": k, "steps": steps, "lr": settings.training_lr, "share": settings.training_user_share,
+               "freeze": settings.training_freeze, "batch": settings.training_batch, "crop": settings.training_crop,
+               "train_seconds": round(seconds, 1), "load_avg": [round(load_before, 2), round(load_after, 2)],
+               "threads": torch.get_num_threads(), "split": args.split, "classes": args.classes or "all",
+               "scored": len(scored), "validation_images": len(validation), "seed": args.seed,
+               "before": before, "after": after}
+        rows.append(row)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(format_row(row), flush=True)
+
+
+def format_row(row: dict) -> str:
+    b, a = row["before"], row["after"]
+    return (f"k={row['k']:>2} steps={row['steps']} lr={row['lr']:g} share={row['share']:g} freeze={row['freeze']} "
+            f"| lab AP@0.5 {b['lab']['ap50']:.3f}->{a['lab']['ap50']:.3f} "
+            f"DSB {b['lab']['dsb_score']:.3f}->{a['lab']['dsb_score']:.3f} "
+            f"count err (median) {b['lab']['count_error_median']:.1%}->{a['lab']['count_error_median']:.1%} "
+            f"| validation DSB {b['validation']['dsb_score']:.3f}->{a['validation']['dsb_score']:.3f} "
+            f"| {row['train_seconds']:.0f} s (load {row['load_avg'][0]:.1f}-{row['load_avg'][1]:.1f})")
+
+
+if __name__ == "__main__":
+    main()
