@@ -5,6 +5,8 @@ loads a model: it validates, stores, records and enqueues, and reads results bac
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from flask import Flask
 
 from shared.config import Settings, get_settings
@@ -18,7 +20,9 @@ MAX_FILES_SIZE_FACTOR = 8
 def create_app(settings: Settings | None = None) -> Flask:
     from services.api.database import init_database
     from services.api.errors import register_error_handlers
+    from services.api.headers import register_security_headers
     from services.api.health import health
+    from services.api.limits import init_limits
     from services.api.metrics import metrics
     from services.api.rest import api
     from services.api.secret import load_secret_key
@@ -32,14 +36,18 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_upload_bytes * MAX_FILES_SIZE_FACTOR,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_lifetime_hours),
         JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False
     app.extensions["nucleus_store"] = make_store(settings)
     init_database(app)
     register_error_handlers(app)
+    register_security_headers(app, settings)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
     app.register_blueprint(web)
+    init_limits(app, settings)  # after the blueprints: it wraps their heavy routes
     return app

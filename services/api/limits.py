@@ -1,123 +1,142 @@
-"""Upload rate limits: a token bucket per API token (a signed-in person counts as the token they
-signed in with), refilled at `settings.upload_rate_per_minute` image files per minute and holding
-at most one minute's worth, so a burst of that size passes and a steady stream is held to the rate.
+"""Rate limits and throttling, all through one Flask-Limiter per app.
 
-The embedded default runs one API process, so the buckets live in that process. When the broker is
-Redis (production, where several API processes may run) they live in Redis, updated atomically by a
-Lua script on Redis's own clock, so every process shares them. If Redis cannot be reached the
-limiter lets uploads through: a rate limit is no reason to refuse work while the broker is down
-(the job table is the truth; the sweeper delivers later).
+- Heavy routes (label uploads, exports, plots, training runs) are limited per token (a signed-in
+  person counts as the token they signed in with); the API route and its page share one budget.
+- Image uploads count their files against `upload_rate_per_minute` per token.
+- Failed sign-ins and unknown bearer tokens are counted per client address and per token prefix;
+  past `auth_failure_limit` they are answered 429. A valid token is never refused by this.
+
+Windows are moving (limits' moving-window strategy). The embedded default runs one API process, so
+the counts live in memory there; when the broker is Redis (production, several API processes) they
+live in that Redis, shared by every process. If Redis cannot be reached the limits let requests
+through: a rate limit is no reason to refuse work while the broker is down.
 """
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 
-from flask import current_app
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+from limits import parse
 
 from services.api.access import Principal
-from services.api.errors import ApiError
+from services.api.errors import ApiError, error_response
 from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-EXTENSION_KEY = "nucleus_upload_limiter"
-REDIS_KEY = "nucleus:upload-rate:{}"
+EXTENSION_KEY = "nucleus_limiter"
+KEY_PREFIX = "nucleus"
 REDIS_TIMEOUT_SECONDS = 0.5
+TOKEN_PREFIX_CHARS = 12  # "nuc_" and 8 random characters: one token's guesses share a key, random guesses do not
+
+# Heavy routes by the setting that limits them; the endpoints of one setting share its budget.
+HEAVY_ROUTES = {
+    "label_upload_rate": ("api.post_labels", "web.upload_labels"),
+    "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet",
+                    "web.experiment_results_table", "web.experiment_nuclei_table"),
+    "plot_rate": ("web.experiment_plot", "web.image_area_plot"),
+    "training_run_rate": ("api.post_training_run", "web.start_training"),
+}
+WHAT = {"label_upload_rate": "label uploads", "export_rate": "exports", "plot_rate": "plots",
+        "training_run_rate": "training runs"}
 
 
-class LocalBuckets:
-    """Token buckets in this process (thread-safe: gunicorn's threads share them)."""
-
-    def __init__(self, per_minute: int, clock=time.monotonic):
-        self.capacity = float(per_minute)
-        self.per_second = per_minute / 60.0
-        self.clock = clock
-        self.buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
-        self.lock = threading.Lock()
-
-    def take(self, key: str, n: int) -> float:
-        """Take n tokens; 0 when they were there, else the seconds until they will be (nothing is taken)."""
-        with self.lock:
-            now = self.clock()
-            tokens, when = self.buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - when) * self.per_second)
-            if tokens >= n:
-                self.buckets[key] = (tokens - n, now)
-                return 0.0
-            self.buckets[key] = (tokens, now)
-            return (n - tokens) / self.per_second
+class RateLimited(ApiError):
+    def __init__(self, message: str, retry_after: float, code: str = "rate_limited"):
+        super().__init__(429, code, message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
-# KEYS[1]: the bucket; ARGV: capacity, tokens per second, n. Returns the wait in seconds, as a string
-# (Lua numbers come back from Redis as integers).
-TAKE_SCRIPT = """
-local capacity, rate, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'when')
-local tokens = tonumber(state[1]) or capacity
-local when = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - when) * rate)
-local wait = 0
-if tokens >= n then tokens = tokens - n else wait = (n - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'when', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(capacity / rate) + 1)
-return tostring(wait)
-"""
+def storage_uri(settings: Settings) -> str:
+    broker = settings.resolved_broker_url
+    return broker if broker.startswith(("redis://", "rediss://")) else "memory://"
 
 
-class RedisBuckets:
-    """The same buckets in Redis, shared by every API process."""
+def _token_key() -> str:
+    principal = g.get("principal")
+    return f"token:{principal.token_id}" if principal is not None else f"address:{request.remote_addr}"
 
-    def __init__(self, per_minute: int, url: str):
-        import redis
 
-        self.capacity = per_minute
-        self.per_second = per_minute / 60.0
-        self.client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS,
-                                           socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
-        self.script = self.client.register_script(TAKE_SCRIPT)
+def init_limits(app: Flask, settings: Settings) -> Limiter:
+    uri = storage_uri(settings)
+    options = ({"socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+               if uri.startswith("redis") else {})
+    limiter = Limiter(key_func=_token_key, app=app, storage_uri=uri, storage_options=options,
+                      strategy="moving-window", key_prefix=KEY_PREFIX, swallow_errors=True,
+                      headers_enabled=False)
+    app.extensions[EXTENSION_KEY] = limiter
+    for setting, endpoints in HEAVY_ROUTES.items():
+        value = getattr(settings, setting).strip()
+        if not value:
+            continue
+        parse(value)  # a malformed setting stops the start, not a request
+        shared = limiter.shared_limit(value, scope=setting, key_func=_token_key,
+                                      error_message=f"too many {WHAT[setting]}: at most {value} for this token")
+        for endpoint in endpoints:
+            if endpoint not in app.view_functions:
+                log.warning("no route %s to rate-limit by %s", endpoint, setting)
+                continue
+            app.view_functions[endpoint] = shared(app.view_functions[endpoint])
 
-    def take(self, key: str, n: int) -> float:
-        import redis
+    @app.errorhandler(RateLimitExceeded)
+    def _rate_limited(exc: RateLimitExceeded):
+        current = limiter.current_limit
+        wait = current.reset_at - time.time() if current is not None else 60
+        body, status, headers = error_response(429, "rate_limited", f"{exc.description}; retry in "
+                                               f"{max(1, math.ceil(wait))} s")
+        return body, status, {**headers, "Retry-After": str(max(1, math.ceil(wait)))}
 
-        try:
-            return float(self.script(keys=[REDIS_KEY.format(key)], args=[self.capacity, self.per_second, n]))
-        except redis.RedisError as exc:
-            log.warning("upload rate limit skipped, Redis is unreachable: %s", exc)
+    return limiter
+
+
+def _limiter() -> Limiter:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def _hit(limit: str, cost: int, *key: str) -> float:
+    """Count `cost` against the moving window; 0 when it fits, else the seconds until it would."""
+    strategy = _limiter().limiter
+    item = parse(limit)
+    key = (KEY_PREFIX, *key)
+    try:
+        if strategy.hit(item, *key, cost=cost):
             return 0.0
-
-
-def make_buckets(settings: Settings) -> LocalBuckets | RedisBuckets | None:
-    if settings.upload_rate_per_minute <= 0:
-        return None
-    if settings.resolved_broker_url.startswith(("redis://", "rediss://")):
-        return RedisBuckets(settings.upload_rate_per_minute, settings.resolved_broker_url)
-    return LocalBuckets(settings.upload_rate_per_minute)
+        reset, _ = strategy.get_window_stats(item, *key)
+        return max(1.0, reset - time.time())
+    except Exception as exc:  # noqa: BLE001 - any storage failure: let the request through
+        log.warning("rate limit skipped, its storage is unreachable: %s", exc)
+        return 0.0
 
 
 def check_upload_rate(principal: Principal, files: int) -> None:
-    """Count `files` image files against the principal's bucket, or answer 429 with Retry-After."""
+    """Count `files` image files against the principal's minute, or answer 429 with Retry-After."""
     settings: Settings = current_app.config["NUCLEUS_SETTINGS"]
-    if EXTENSION_KEY not in current_app.extensions:
-        current_app.extensions[EXTENSION_KEY] = make_buckets(settings)
-    buckets = current_app.extensions[EXTENSION_KEY]
-    if buckets is None or files == 0:
-        return
     per_minute = settings.upload_rate_per_minute
+    if per_minute <= 0 or files == 0:
+        return
     if files > per_minute:
         raise RateLimited(f"this request holds {files} files, more than the {per_minute} per minute allowed; "
                           "send fewer files per request", retry_after=60)
-    wait = buckets.take(str(principal.token_id), files)
+    wait = _hit(f"{per_minute}/minute", files, "uploads", f"token:{principal.token_id}")
     if wait > 0:
         raise RateLimited(f"too many uploads: at most {per_minute} files per minute for this token; "
                           f"retry in {math.ceil(wait)} s", retry_after=wait)
 
 
-class RateLimited(ApiError):
-    def __init__(self, message: str, retry_after: float):
-        super().__init__(429, "rate_limited", message)
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+def token_prefix(raw: str) -> str:
+    return raw[:TOKEN_PREFIX_CHARS]
+
+
+def count_auth_failure(raw_token: str) -> None:
+    """Record a failed sign-in or unknown bearer token from this client; past the limit, answer 429."""
+    limit = current_app.config["NUCLEUS_SETTINGS"].auth_failure_limit.strip()
+    if not limit:
+        return
+    waits = [_hit(limit, 1, "auth-failures", "address", request.remote_addr or "unknown"),
+             _hit(limit, 1, "auth-failures", "prefix", token_prefix(raw_token))]
+    if max(waits) > 0:
+        raise RateLimited(f"too many failed sign-ins or unknown tokens (at most {limit}); "
+                          f"retry in {math.ceil(max(waits))} s", retry_after=max(waits), code="too_many_failures")

@@ -6,6 +6,7 @@ from flask import Blueprint, g, request
 from services.api.access import Principal
 from services.api.database import db
 from services.api.errors import ApiError
+from services.api.limits import count_auth_failure
 from shared.auth import verify_token
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -19,6 +20,7 @@ def authenticate():
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <token>'")
     token = verify_token(db(), raw.strip())
     if token is None:
+        count_auth_failure(raw.strip())  # 429 once this client or token prefix has failed too often
         raise ApiError(401, "unauthorized", "unknown or revoked token")
     g.principal = Principal.from_token(token)
 

@@ -1,15 +1,14 @@
-"""The web pages. A signed-cookie session holds the id of the token someone signed in with; the
-token is checked again on every request, so revoking it signs them out."""
+"""The web pages. A signed cookie holds the id of a server-side session (services.api.web.sessions);
+the session and its token are checked again on every request, so signing out or revoking the token
+ends it."""
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, g, redirect, request, session, url_for
+from flask import Blueprint, g, redirect, request, url_for
 
-from services.api.access import Principal
-from services.api.database import db
 from services.api.web.csrf import check_csrf, csrf_token
-from shared.db.models import Token
+from services.api.web.sessions import signed_in_principal
 
 web = Blueprint("web", __name__)  # templates and /static are the app's own (services/api/templates, static)
 
@@ -26,17 +25,6 @@ def page_url(number: int) -> str:
 @web.app_context_processor
 def _template_globals():
     return {"csrf_token": csrf_token, "principal": g.get("principal"), "page_url": page_url}
-
-
-def signed_in_principal() -> Principal | None:
-    token_id = session.get("token_id")
-    if token_id is None:
-        return None
-    token = db().get(Token, token_id)
-    if token is None or token.revoked is not None:
-        session.pop("token_id", None)
-        return None
-    return Principal.from_token(token)
 
 
 @web.before_request

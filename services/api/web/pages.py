@@ -14,7 +14,7 @@ from services.api.database import db
 from services.api.downloads import artifact_response
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
-from services.api.limits import check_upload_rate
+from services.api.limits import RateLimited, check_upload_rate, count_auth_failure
 from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
     Histogram, Page, ResultFilters, area_histogram, count_rows, counts_by_condition, mean_count_by_well, nucleus_rows,
@@ -27,6 +27,7 @@ from services.api.rest.training import (
     OPEN, create_run, page_of_runs, parse_run_request, start_run_if_enough_labels,
 )
 from services.api.web import web
+from services.api.web.sessions import end_session, start_session
 from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
 from shared.auth import verify_token
 from shared.db.models import Experiment, JobStatus, Project
@@ -56,18 +57,20 @@ def login():
         if token is None:
             flash("That token is unknown or revoked.", "error")
             return render_template("login.html", next=request.form.get("next", "")), 401
-        csrf = session.get("csrf")
-        session.clear()  # a fresh session on sign-in
-        session["token_id"] = token.id
-        if csrf:
-            session["csrf"] = csrf
+            try:
+                count_auth_failure(raw)
+            except RateLimited as exc:
+                flash(exc.message, "error")
+                return render_template("login.html", next=request.form.get("next", "")), 429, exc.headers
+        start_session(token)
         return redirect(_safe_next(request.form.get("next")), code=303)
     return render_template("login.html", next=request.args.get("next", ""))
 
 
 @web.route("/logout", methods=["GET", "POST"])
 def logout():
-    session.clear()
+    """Only a form on this site signs someone out (POST with the CSRF token, checked by the guard)."""
+    end_session()
     return redirect(url_for("web.login"), code=303)
 
 
