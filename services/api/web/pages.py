@@ -53,21 +53,22 @@ def _safe_next(target: str | None) -> str:
 @web.route("/login", methods=["GET", "POST"])
 def login():
     if request.method == "POST":
-        token = verify_token(db(), (request.form.get("token") or "").strip())
+        raw = (request.form.get("token") or "").strip()
+        token = verify_token(db(), raw)
         if token is None:
-            flash("That token is unknown or revoked.", "error")
-            return render_template("login.html", next=request.form.get("next", "")), 401
             try:
                 count_auth_failure(raw)
             except RateLimited as exc:
                 flash(exc.message, "error")
                 return render_template("login.html", next=request.form.get("next", "")), 429, exc.headers
+            flash("That token is unknown or revoked.", "error")
+            return render_template("login.html", next=request.form.get("next", "")), 401
         start_session(token)
         return redirect(_safe_next(request.form.get("next")), code=303)
     return render_template("login.html", next=request.args.get("next", ""))
 
 
-@web.route("/logout", methods=["GET", "POST"])
+@web.post("/logout")
 def logout():
     """Only a form on this site signs someone out (POST with the CSRF token, checked by the guard)."""
     end_session()
