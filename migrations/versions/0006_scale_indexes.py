@@ -1,4 +1,7 @@
-"""Indexes for large experiments (placeholder: fill in upgrade/downgrade and this docstring).
+"""Indexes for large experiments: an experiment's images in history order (alone, and after its condition
+or well filter), so a page, a filter or a deep page walks an index instead of sorting the experiment; and
+a result's nuclei in label order (replacing the index on result_id alone), so an export streams nuclei
+image by image without sorting millions of rows.
 
 Revision ID: 0006
 Revises: 0005
@@ -6,8 +9,7 @@ Create Date: 2026-12-03
 """
 from __future__ import annotations
 
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
 
 
 revision = '0006'
@@ -15,10 +17,22 @@ down_revision = '0005'
 branch_labels = None
 depends_on = None
 
+IMAGE_INDEXES = {
+    'ix_images_experiment_created': ['experiment_id', 'created', 'id'],
+    'ix_images_experiment_condition': ['experiment_id', 'condition', 'created', 'id'],
+    'ix_images_experiment_well': ['experiment_id', 'well', 'created', 'id'],
+}
+
 
 def upgrade() -> None:
-    pass
+    for name, columns in IMAGE_INDEXES.items():
+        op.create_index(name, 'images', columns)
+    op.create_index('ix_nuclei_result_label', 'nuclei', ['result_id', 'label'])
+    op.drop_index('ix_nuclei_result_id', table_name='nuclei')
 
 
 def downgrade() -> None:
-    pass
+    op.create_index('ix_nuclei_result_id', 'nuclei', ['result_id'])
+    op.drop_index('ix_nuclei_result_label', table_name='nuclei')
+    for name in IMAGE_INDEXES:
+        op.drop_index(name, table_name='images')

@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
+    JSON, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -55,7 +55,13 @@ class Experiment(Base):
 class Image(Base):
     """One uploaded image in one experiment. The same bytes in the same experiment are one row."""
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("experiment_id", "sha256", name="uq_image_experiment_sha256"),)
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "sha256", name="uq_image_experiment_sha256"),
+        # the history's order within an experiment, alone and after its condition and well filters
+        Index("ix_images_experiment_created", "experiment_id", "created", "id"),
+        Index("ix_images_experiment_condition", "experiment_id", "condition", "created", "id"),
+        Index("ix_images_experiment_well", "experiment_id", "well", "created", "id"),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -124,8 +130,9 @@ class Result(Base):
 
 class Nucleus(Base):
     __tablename__ = "nuclei"
+    __table_args__ = (Index("ix_nuclei_result_label", "result_id", "label"),)  # a result's nuclei in table order
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"))
     label: Mapped[int] = mapped_column(Integer)
     area: Mapped[float] = mapped_column(Float)
     perimeter: Mapped[float] = mapped_column(Float)
