@@ -1,7 +1,11 @@
-"""The model registry: versioned weights in the object store, one row each, exactly one active.
+"""The model registry: versioned weights in the object store, one row each, and the model line of
+each project: its active version (`active_version`, the one answer to that question for the worker,
+the trainer and the API).
 
-The shipped weights are registered on first use as the root version, so that rolling back to
-them works like rolling back to any other version.
+A project without a row of its own follows the `default` project; before the `default` project's
+version changes, every such project is pinned to the version it was using, so that a promotion in one
+project never changes another project's results. The shipped weights are registered on first use as the
+root version, so that rolling back to them works like rolling back to any other version.
 """
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db.models import ModelVersion
+from shared.auth import DEFAULT_PROJECT, ensure_default_project
+from shared.db.models import Experiment, Image, Job, ModelVersion, Project, ProjectModel, utcnow
 from shared.storage import ObjectStore
 
 MODELS_PREFIX = "models/"
@@ -85,12 +90,48 @@ def register_shipped(session: Session, store: ObjectStore) -> ModelVersion | Non
     return ensure_builtin(session, store, version, raw)
 
 
-def active(session: Session) -> ModelVersion | None:
-    return session.scalars(select(ModelVersion).where(ModelVersion.active.is_(True))).first()
+def project_id(session: Session, project: int | str | Project | None) -> int | None:
+    """A project's id from its id, name or row; None for an unknown name (or None)."""
+    if project is None or isinstance(project, int):
+        return project
+    if isinstance(project, Project):
+        return project.id
+    return session.scalar(select(Project.id).where(Project.name == project))
+
+
+def _default_id(session: Session) -> int | None:
+    return project_id(session, DEFAULT_PROJECT)
+
+
+def active_version(session: Session, project: int | str | Project | None = None) -> ModelVersion | None:
+    """The version that segments `project`'s images (None: the `default` project): its own row, else the
+    `default` project's. None when neither has one (the shipped weights, not yet registered)."""
+    pid = project_id(session, project) if project is not None else None
+    for candidate in (pid, _default_id(session)):
+        if candidate is None:
+            continue
+        version = session.scalar(select(ProjectModel.version).where(ProjectModel.project_id == candidate))
+        if version is not None:
+            return session.get(ModelVersion, version)
+    return None
+
+
+def version_for_job(session: Session, job_id: str) -> tuple[ModelVersion | None, str | None]:
+    """(version, the name it asked for) for a segmentation job: the version it names (a re-segmentation;
+    None when that name is unknown), else (its project's active version, None). KeyError for an unknown job."""
+    found = session.execute(select(Job.model_version, Experiment.project_id)
+                            .join(Image, Image.id == Job.image_id)
+                            .join(Experiment, Experiment.id == Image.experiment_id)
+                            .where(Job.id == job_id)).first()
+    if found is None:
+        raise KeyError(job_id)
+    if found.model_version:
+        return session.get(ModelVersion, found.model_version), found.model_version
+    return active_version(session, found.project_id), None
 
 
 def ensure_builtin(session: Session, store: ObjectStore, version: str, raw: bytes) -> ModelVersion:
-    """Register the shipped weights (idempotent); they become active if nothing else is."""
+    """Register the shipped weights (idempotent); they become the `default` project's version if it has none."""
     row = session.get(ModelVersion, version)
     if row is None:
         key = object_key(version)
@@ -98,16 +139,16 @@ def ensure_builtin(session: Session, store: ObjectStore, version: str, raw: byte
             store.put(key, raw)
         row = ModelVersion(version=version, parent=None, object_key=key, sha256=hashlib.sha256(raw).hexdigest(),
                            training_summary={"source": "shipped with nucleus", "data": "DSB2018 stage 1 training split"},
-                           metrics={}, active=False)
+                           metrics={})
         session.add(row)
         session.flush()
-    if active(session) is None:
-        row.active = True
+    if active_version(session) is None:
+        activate(session, version)
     return row
 
 
 def publish(session: Session, store: ObjectStore, version: str, raw: bytes, parent: str | None,
-            metrics: dict, training_summary: dict, manifest_sha256: str) -> ModelVersion:
+            metrics: dict, training_summary: dict, manifest_sha256: str, project: int | None = None) -> ModelVersion:
     """Store the weights, then add the row: a crash in between leaves an unreferenced object, never a row
     without weights."""
     key = object_key(version)
@@ -116,17 +157,42 @@ def publish(session: Session, store: ObjectStore, version: str, raw: bytes, pare
     if row is None:
         row = ModelVersion(version=version, parent=parent, object_key=key, sha256=hashlib.sha256(raw).hexdigest(),
                            manifest_sha256=manifest_sha256, training_summary=training_summary, metrics=metrics,
-                           active=False)
+                           project_id=project)
         session.add(row)
         session.flush()
     return row
 
 
-def activate(session: Session, version: str) -> ModelVersion:
+def activate(session: Session, version: str, project: int | str | Project | None = None) -> ModelVersion:
+    """Make `version` the active one in `project` (None: the `default` project, created if missing).
+    KeyError for an unknown version or project."""
     row = session.get(ModelVersion, version)
     if row is None:
         raise KeyError(version)
-    session.execute(update(ModelVersion).where(ModelVersion.version != version).values(active=False))
-    row.active = True
+    pid = project_id(session, project) if project is not None else None
+    if project is not None and pid is None:
+        raise KeyError(project)
+    default_id = _default_id(session)
+    if default_id is None and pid is None:
+        default_id = ensure_default_project(session).id
+    pid = default_id if pid is None else pid
+    if pid == default_id:
+        _pin_followers(session, default_id)
+    current = session.get(ProjectModel, pid)
+    if current is None:
+        session.add(ProjectModel(project_id=pid, version=version, activated=utcnow()))
+    elif current.version != version:
+        current.version, current.activated = version, utcnow()
     session.flush()
     return row
+
+
+def _pin_followers(session: Session, default_id: int) -> None:
+    """Give every project that follows the `default` project a row of its own with the version it uses now."""
+    following = active_version(session, default_id)
+    if following is None:
+        return
+    pinned = select(ProjectModel.project_id)
+    for pid in session.scalars(select(Project.id).where(Project.id != default_id, Project.id.not_in(pinned))):
+        session.add(ProjectModel(project_id=pid, version=following.version, activated=utcnow()))
+    session.flush()

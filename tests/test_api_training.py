@@ -133,7 +133,7 @@ def lineage(harness, request):
             session.add(ModelVersion(version=version, parent=versions[i - 1] if i else None,
                                      object_key=registry.object_key(version), sha256=hashlib.sha256(raw).hexdigest(),
                                      training_summary={"user_images": i}, metrics={"validation": {"dsb_score": i / 10}},
-                                     active=False, created=now + timedelta(seconds=i)))
+                                     created=now + timedelta(seconds=i)))
         session.flush()
         registry.activate(session, versions[1])
     return versions
@@ -165,7 +165,7 @@ def test_activate_switches_and_rolls_back(harness, admin, lineage):
     assert rolled_back.status_code == 200
     assert [v for v, m in listed_models(admin).items() if m["active"]] == [lineage[0]]
     with harness.session() as session:
-        assert registry.active(session).version == lineage[0]
+        assert registry.active_version(session).version == lineage[0]
 
 
 def test_activating_an_unknown_or_missing_version_changes_nothing(harness, admin, lineage):
@@ -231,10 +231,10 @@ def test_the_models_page_starts_runs_and_activates_versions(harness, admin, line
 
     assert client.post(f"/models/{lineage[2]}/activate", data={"csrf_token": csrf}).status_code == 303
     assert [v for v, m in listed_models(admin).items() if m["active"]] == [lineage[2]]
-    assert f"{lineage[2]} is now the active model" in client.get("/models").data.decode()
+    assert f"{lineage[2]} is now the active model of project default" in client.get("/models").data.decode()
 
     uploader, uploader_csrf = sign_in(harness, role="uploader")
     page = uploader.get("/models").data.decode()
-    assert lineage[0] in page and 'id="start-training"' not in page and "Activate</button>" not in page
+    assert lineage[0] in page and 'id="start-training"' not in page and "Activate in" not in page
     assert uploader.post(f"/models/{lineage[0]}/activate", data={"csrf_token": uploader_csrf}).status_code == 403
     assert [v for v, m in listed_models(admin).items() if m["active"]] == [lineage[2]]

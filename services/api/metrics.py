@@ -18,7 +18,8 @@ from sqlalchemy import case, desc, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.api.database import db
-from shared.db.models import Job, JobStatus, ModelVersion, Result
+from shared.db.models import Job, JobStatus, Result
+from shared.registry import active_version as registry_active_version
 from shared.queue import SEGMENT_QUEUE, TRAIN_QUEUE, queue_depth
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,8 @@ class PipelineCollector:
 
         model = GaugeMetricFamily("nucleus_model_info", "Model versions: the active one (registry) and the "
                                   "one the latest result used", labels=["version", "role"])
-        active = session.scalar(select(ModelVersion.version).where(ModelVersion.active.is_(True))
-                                .order_by(desc(ModelVersion.created)).limit(1))
-        model.add_metric([active or "shipped", "active"], 1)
+        active = registry_active_version(session)  # the `default` project's
+        model.add_metric([active.version if active else "shipped", "active"], 1)
         latest = session.scalar(select(Result.model_version).order_by(desc(Result.created)).limit(1))
         if latest:
             model.add_metric([latest, "latest_result"], 1)

@@ -1,27 +1,33 @@
-"""The process-wide model: loaded once, swapped only when the active model version changes.
+"""The worker's models: a few loaded at once, chosen per job.
 
-Before each task the worker asks the database which ModelVersion is active (one indexed query);
-when that differs from the loaded one it fetches those weights from the object store once. With
-no active row it uses the shipped weights (or settings.weights_path). A task keeps the Segmenter
-it was handed, so a switch never changes the model under a running task.
+Before each task the worker asks the registry which version the job wants (the version a
+re-segmentation asked for, else the job's project's active version; shared.registry) and loads
+those weights from the object store unless they are among the few already in memory. With no version
+registered it uses the shipped weights (or settings.weights_path). A task keeps the Segmenter it was
+handed, so an activation never changes the model under a running task, and takes effect on the next
+job without a restart.
 """
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from collections import OrderedDict
 from functools import lru_cache
 
-from sqlalchemy import select
-
+from shared import registry
 from shared.config import Settings, get_settings
-from shared.db.models import ModelVersion
 from shared.db.session import session_scope
 from shared.storage import ObjectNotFound, get_store
 
 log = logging.getLogger(__name__)
 
 SHIPPED = "<shipped>"
+LOADED_MODELS = 3  # versions kept in memory: a few projects' lines without reloading on every job
+
+
+class VersionUnavailable(Exception):
+    """A version a job asked for by name whose weights are missing."""
 
 
 def torch_threads(settings: Settings) -> int:
@@ -32,30 +38,32 @@ def torch_threads(settings: Settings) -> int:
 
 
 class ModelCache:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, capacity: int = LOADED_MODELS):
         self.settings = settings
-        self.loaded_key: str | None = None
-        self.segmenter = None
+        self.capacity = capacity
+        self.loaded: OrderedDict[str, object] = OrderedDict()  # version (or SHIPPED) -> Segmenter, oldest first
         self._lock = threading.Lock()
 
-    def active(self) -> tuple[str, str] | None:
-        """(version, object_key) of the active model version, or None to use the shipped weights."""
+    def wanted(self, job_id: str | None) -> tuple[str, str | None, bool]:
+        """(version, object_key, asked_for_by_name) for the job; (SHIPPED, None, False) when no version is
+        registered. Without a job: the `default` project's active version."""
         with session_scope() as session:
-            row = session.execute(select(ModelVersion.version, ModelVersion.object_key)
-                                  .where(ModelVersion.active.is_(True))
-                                  .order_by(ModelVersion.created.desc()).limit(1)).first()
-        return (row.version, row.object_key) if row else None
+            row, named = (registry.version_for_job(session, job_id) if job_id
+                          else (registry.active_version(session), None))
+            if row is None and named:
+                raise VersionUnavailable(f"no model version {named!r}")
+            return (row.version, row.object_key, bool(named)) if row else (SHIPPED, None, False)
 
-    def current(self):
-        """The Segmenter for the active version, loading it if it is not the one in memory."""
-        active = self.active()
-        key = active[0] if active else SHIPPED
+    def current(self, job_id: str | None = None):
+        """The Segmenter for the job's version, loading it if it is not in memory."""
+        key, object_key, named = self.wanted(job_id)
         with self._lock:
-            if self.segmenter is None or key != self.loaded_key:
-                self._load(key, active[1] if active else None)
-            return self.segmenter
+            if key in self.loaded:
+                self.loaded.move_to_end(key)
+                return self.loaded[key]
+            return self._load(key, object_key, named)
 
-    def _load(self, key: str, object_key: str | None) -> None:
+    def _load(self, key: str, object_key: str | None, named: bool):
         import torch
 
         from shared.model.segmenter import Segmenter
@@ -67,18 +75,21 @@ class ModelCache:
             try:
                 weights = get_store().get(object_key)
             except ObjectNotFound:
-                if self.segmenter is not None:
-                    log.error("active model's weights are missing; keeping the loaded model",
-                              extra={"model_version": key, "object_key": object_key, "kept": self.loaded_key})
-                    return
+                if named:
+                    raise VersionUnavailable(f"the weights of model version {key} are missing from the object store")
                 log.error("active model's weights are missing; using the shipped weights",
                           extra={"model_version": key, "object_key": object_key})
+                if SHIPPED in self.loaded:
+                    return self.loaded[SHIPPED]
                 weights, key = self.settings.weights_path, SHIPPED
-        self.segmenter = Segmenter.from_settings(weights, self.settings)
-        self.loaded_key = key
-        log.info("model loaded", extra={"model_version": self.segmenter.version, "device": str(self.segmenter.device),
-                                        "precision": str(self.segmenter.amp_dtype or torch.float32),
-                                        "runtime": self.segmenter.runtime, "torch_threads": torch.get_num_threads()})
+        segmenter = Segmenter.from_settings(weights, self.settings)
+        self.loaded[key] = segmenter
+        while len(self.loaded) > self.capacity:
+            self.loaded.popitem(last=False)
+        log.info("model loaded", extra={"model_version": segmenter.version, "device": str(segmenter.device),
+                                        "precision": str(segmenter.amp_dtype or torch.float32),
+                                        "runtime": segmenter.runtime, "torch_threads": torch.get_num_threads()})
+        return segmenter
 
 
 @lru_cache(maxsize=1)

@@ -82,7 +82,7 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
 def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
     from shared.measure import area_summary, measure_nuclei
     from shared.outputs import labels_tiff, nuclei_csv, overlay_png
-    from services.worker.models import model_cache
+    from services.worker.models import VersionUnavailable, model_cache
 
     started = time.perf_counter()
     settings = get_settings()
@@ -96,7 +96,10 @@ def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
     except ImageError as exc:
         raise PermanentFailure(f"{exc.code}: {exc.message}") from None
 
-    segmenter = model_cache().current()  # this task keeps this model even if another becomes active
+    try:
+        segmenter = model_cache().current(job.job_id)  # this task keeps this model even if another becomes active
+    except VersionUnavailable as exc:
+        raise PermanentFailure(str(exc)) from None
     model_started = time.perf_counter()
     labels = segmenter.segment(image)
     seconds_model = time.perf_counter() - model_started

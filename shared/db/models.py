@@ -80,14 +80,16 @@ class Image(Base):
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     experiment: Mapped[Experiment] = relationship()
-    job: Mapped["Job"] = relationship(back_populates="image", uselist=False)
 
 
 class Job(Base):
-    """Segmenting one image. Exactly one per image; redeliveries and retries reuse it."""
+    """Segmenting one image with one model version: the upload's job, then one per re-segmentation.
+    Redeliveries and retries reuse it."""
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), unique=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    # the version asked for (a re-segmentation); None: the project's active version when the job runs
+    model_version: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), index=True,
                                               default=JobStatus.queued)
     error: Mapped[str | None] = mapped_column(Text)
@@ -99,12 +101,13 @@ class Job(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    image: Mapped[Image] = relationship(back_populates="job")
+    image: Mapped[Image] = relationship()
     result: Mapped["Result"] = relationship(back_populates="job", uselist=False)
 
 
 class Result(Base):
-    """What a job produced. Keyed by its job: a second delivery cannot write a second result."""
+    """What a job produced. Keyed by its job: a second delivery cannot write a second result. An image
+    has one per job (one per model version it was segmented with); the newest is its result."""
     __tablename__ = "results"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
@@ -185,10 +188,11 @@ class WebSession(Base):
 
 
 class ModelVersion(Base):
-    """A published set of weights. Exactly one row is active; workers follow it."""
+    """A published set of weights. Which one each project uses is in ProjectModel (shared.registry)."""
     __tablename__ = "model_versions"
     version: Mapped[str] = mapped_column(String(100), primary_key=True)
     parent: Mapped[str | None] = mapped_column(String(100))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), index=True)  # the line it was trained in
     object_key: Mapped[str] = mapped_column(String(300))
     sha256: Mapped[str] = mapped_column(String(64))
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
@@ -198,10 +202,29 @@ class ModelVersion(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ProjectModel(Base):
+    """A project's active model version. A project without a row uses the `default` project's."""
+    __tablename__ = "project_models"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    activated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HeldOutImage(Base):
+    """A labelled image's fixed place in its project's split: held out (evaluation only, never trained on)
+    or not. Assigned once, when a training run first sees its label."""
+    __tablename__ = "held_out_images"
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    held_out: Mapped[bool] = mapped_column(Boolean)
+    assigned: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TrainingRun(Base):
     __tablename__ = "training_runs"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), default=JobStatus.queued)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"))  # None: the `default` project
     epochs: Mapped[int] = mapped_column(Integer, default=1)
     force_promote: Mapped[bool] = mapped_column(Boolean, default=False)
     progress: Mapped[float] = mapped_column(Float, default=0.0)

@@ -22,9 +22,9 @@ from services.api.queries import (
 )
 from services.api.rest.experiments import create_experiment, valid_name
 from services.api.rest.labels import accept_label, label_file, labels_of_image
-from services.api.rest.models import activate_version, page_of_models
+from services.api.rest.models import activate_version, model_lines, page_of_models, requested_project
 from services.api.rest.training import (
-    OPEN, create_run, page_of_runs, parse_run_request, start_run_if_enough_labels,
+    OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json, start_run_if_enough_labels,
 )
 from services.api.web import web
 from services.api.web.sessions import end_session, start_session
@@ -208,9 +208,11 @@ RUNS_SHOWN = 20
 @web.get("/models")
 def models():
     page = page_from_request()
-    rows, total = page_of_models(page)
+    project = requested_project(request.args.get("project") or None)
+    rows, total = page_of_models(page, project)
     runs, _runs_total = page_of_runs(Page(page=1, per_page=RUNS_SHOWN))
-    return render_template("models.html", models=rows, total=total, page=page, runs=runs,
+    return render_template("models.html", models=rows, total=total, page=page, project=project.name,
+                           lines=model_lines(), runs=[run_json(run) for run in runs],
                            training=any(run.status in OPEN for run in runs),
                            may_admin=g.principal.has_role("admin"))
 
@@ -219,14 +221,15 @@ def models():
 def activate(version: str):
     require_role("admin")
     try:
-        activate_version(version)
+        project = requested_project(request.form.get("project") or None)
+        activate_version(version, project)
     except ApiError as exc:
         if exc.status >= 500:
             raise
         flash(exc.message, "error")
         return redirect(url_for("web.models"), code=303)
-    flash(f"{version} is now the active model; new jobs use it.", "ok")
-    return redirect(url_for("web.models"), code=303)
+    flash(f"{version} is now the active model of project {project.name}; its new jobs use it.", "ok")
+    return redirect(url_for("web.models", project=project.name), code=303)
 
 
 @web.post("/training-runs")
@@ -238,10 +241,11 @@ def start_training():
             raise ApiError(400, "invalid_field", f"epochs must be a whole number, not {epochs!r}")
         epochs, force = parse_run_request({"epochs": int(epochs),
                                            "force_promote": request.form.get("force_promote") in ("on", "true", "1")})
+        project_id = project_for_run(request.form.get("project") or None)
     except ApiError as exc:
         flash(exc.message, "error")
         return redirect(url_for("web.models"), code=303)
-    run_id = create_run(current_app.config["NUCLEUS_SETTINGS"], epochs, force)
+    run_id = create_run(current_app.config["NUCLEUS_SETTINGS"], epochs, force, project_id)
     flash(f"Training run {run_id} queued.", "ok")
     return redirect(url_for("web.models"), code=303)
 
