@@ -155,3 +155,26 @@ def _number(text):
         return float(text)
     except (TypeError, ValueError):
         return None
+
+
+# format name (`nucleus segment --format`, downloads) -> (file name after the image's stem, media type)
+LABEL_FORMATS = {
+    "tif": ("labels.tif", "image/tiff"),
+    "roiset": ("RoiSet.zip", "application/zip"),
+    "geojson": ("nuclei.geojson", "application/geo+json"),
+    "ome-tiff": ("labels.ome.tif", "image/tiff"),
+}
+
+
+def label_file(fmt: str, labels: np.ndarray, pixel_size_um: float | None = None,
+               nuclei_table: str | None = None) -> bytes:
+    """The label image in one of LABEL_FORMATS; `nuclei_table` (nuclei_csv text) gives GeoJSON its measurements."""
+    if fmt == "tif":
+        return labels_tiff(labels)
+    if fmt == "roiset":
+        return roiset_zip(labels)
+    if fmt == "geojson":
+        return qupath_geojson(labels, measurements_by_label(nuclei_table) if nuclei_table else None).encode()
+    if fmt == "ome-tiff":
+        return ome_tiff_labels(labels, pixel_size_um)
+    raise ValueError(f"no label format {fmt!r}; there are {', '.join(LABEL_FORMATS)}")

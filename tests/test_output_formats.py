@@ -124,3 +124,10 @@ def test_overlay_png_reads_back_in_pil_with_outlines_drawn(labels):
         rgb = np.asarray(png.convert("RGB"))
     outlined = (rgb == (255, 220, 0)).all(axis=2)
     assert outlined[labels > 0].any() and not outlined[labels == 0].any()
+
+
+def test_the_command_line_names_the_same_label_formats_as_the_library():
+    from nucleus.commands import segment
+    from shared import outputs
+
+    assert segment.LABEL_FORMATS == {fmt: name for fmt, (name, _media) in outputs.LABEL_FORMATS.items()}

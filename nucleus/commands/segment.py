@@ -1,36 +1,114 @@
-"""`nucleus segment IMAGE... --out DIR`: segment images locally, no server needed."""
+"""`nucleus segment IMAGE|DIR... --out DIR`: segment images locally, no server needed.
+
+Every input and option is checked, and every output name settled, before the model loads: a mistake costs
+no model start-up, and two inputs that would write the same outputs are named before any work.
+"""
 from __future__ import annotations
 
 import csv
 import sys
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import click
 
 SUMMARY_COLUMNS = ("image", "path", "width", "height", "count", "area_mean", "area_median", "area_min", "area_max",
                    "model_version", "error")
+# What a folder is searched for (case-insensitive); a file named on the command line is read whatever its name.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".czi", ".nd2", ".lif")
+IMAGE_FOLDER_SUFFIXES = (".zarr",)  # an OME-Zarr image is a folder
+# --format names, as shared.outputs.LABEL_FORMATS has them (not imported here: it needs numpy)
+LABEL_FORMATS = {"tif": "labels.tif", "roiset": "RoiSet.zip", "geojson": "nuclei.geojson",
+                 "ome-tiff": "labels.ome.tif"}
 
 
 def output_paths(out: Path, stem: str) -> tuple[Path, Path]:
     return out / f"{stem}_labels.tif", out / f"{stem}_nuclei.csv"
 
 
+def _is_image_folder(path: Path) -> bool:
+    return path.is_dir() and path.suffix.lower() in IMAGE_FOLDER_SUFFIXES
+
+
+def find_images(inputs: tuple[Path, ...], recursive: bool, out: Path) -> list[Path]:
+    """The images named, and those found in the folders named (sorted; hidden files and the output folder
+    skipped, so a rerun does not segment its own outputs)."""
+    out = out.resolve()
+
+    def wanted(p: Path, folder: Path) -> bool:
+        inner = p.relative_to(folder).parents
+        return (not p.name.startswith(".")
+                and ((p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or _is_image_folder(p))
+                and not any(parent.suffix.lower() in IMAGE_FOLDER_SUFFIXES for parent in inner)
+                and out not in p.resolve().parents)
+
+    found = []
+    for path in inputs:
+        if path.is_file() or _is_image_folder(path):
+            found.append(path)
+            continue
+        images = sorted(p for p in (path.rglob("*") if recursive else path.iterdir()) if wanted(p, path))
+        if not images:
+            hint = "" if recursive else " (add --recursive to search its subfolders)"
+            raise click.BadParameter(f"no images in folder {path}: looked for {', '.join(IMAGE_SUFFIXES)}{hint}",
+                                     param_hint="IMAGES")
+        found.extend(images)
+    return found
+
+
+def parse_formats(_ctx, _param, value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip().lower() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in LABEL_FORMATS]
+    if unknown or not names:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'} is not a format; choose from "
+                                 f"{', '.join(LABEL_FORMATS)} (comma-separated)")
+    return names
+
+
+def outputs_for(out: Path, stem: str, formats: tuple[str, ...], overlay: bool) -> dict[str, Path]:
+    """Output kind -> path for one image: the chosen label formats, the nuclei table, the overlay if asked."""
+    paths = {fmt: out / f"{stem}_{LABEL_FORMATS[fmt]}" for fmt in formats}
+    paths["nuclei_csv"] = out / f"{stem}_nuclei.csv"
+    if overlay:
+        paths["overlay"] = out / f"{stem}_overlay.png"
+    return paths
+
+
+def check_collisions(images: list[Path]) -> None:
+    by_stem = defaultdict(list)
+    for path in images:
+        by_stem[path.stem].append(path)
+    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if clashes:
+        named = "; ".join(f"{stem}: {', '.join(map(str, paths))}" for stem, paths in sorted(clashes.items()))
+        raise click.UsageError(f"several inputs share a file stem, so their outputs would collide: {named}")
+
+
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("inputs", metavar="IMAGES", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=True, dir_okay=True, path_type=Path))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <stem>_labels.tif, <stem>_nuclei.csv and summary.csv (created if needed).")
+@click.option("--recursive", "-r", is_flag=True, help="Also search the subfolders of folders given as IMAGES.")
+@click.option("--format", "formats", default="tif", show_default=True, callback=parse_formats,
+              help="Label outputs, comma-separated: tif (<stem>_labels.tif), roiset (ImageJ/Fiji <stem>_RoiSet.zip), "
+                   "geojson (QuPath <stem>_nuclei.geojson), ome-tiff (<stem>_labels.ome.tif with the pixel size).")
+@click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with each nucleus outlined.")
+@click.option("--diameter", type=click.FloatRange(min=0, min_open=True), default=None, metavar="PX",
+              help="Median nucleus diameter in pixels; skips measuring it with the size model.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Model weights (default: the shipped model).")
 @click.option("--channel", type=int, default=None, help="Channel to segment in multi-channel images (0-based).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if present).")
-def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: int | None, device: str | None):
-    """Segment IMAGES, writing a label image and a nuclei table per image and one summary table."""
-    clashes = sorted(stem for stem, n in Counter(p.stem for p in images).items() if n > 1)
-    if clashes:
-        raise click.UsageError(f"several inputs share a file stem, so their outputs would collide: {', '.join(clashes)}")
+def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple[str, ...], overlay: bool,
+            diameter: float | None, weights: Path | None, channel: int | None, device: str | None):
+    """Segment IMAGES (files, or folders of images), writing per image the label outputs and a nuclei table,
+    and one summary table."""
+    images = find_images(inputs, recursive, out)
+    check_collisions(images)
+    planned = {path: outputs_for(out, path.stem, formats, overlay) for path in images}
     out.mkdir(parents=True, exist_ok=True)
-    existing = [p for img in images for p in output_paths(out, img.stem) if p.exists()]
+    existing = [p for paths in planned.values() for p in paths.values() if p.exists()]
     if existing:
         click.echo(f"warning: replacing {len(existing)} existing output file(s) in {out}", err=True)
 
@@ -40,7 +118,6 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
     from shared.imageio import ImageError, read_image
     from shared.measure import area_summary, measure_nuclei
     from shared.model.segmenter import Segmenter
-    from shared.outputs import labels_tiff, nuclei_csv
 
     segmenter = Segmenter.from_settings(weights, get_settings(), device=device)
     rows, failures = [], 0
@@ -48,7 +125,7 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
         row = {"image": path.stem, "path": str(path), "model_version": segmenter.version}
         try:
             image = read_image(path, channel=channel)
-            labels = segmenter.segment(image)
+            labels = segmenter.segment(image, diameter=diameter)
         except (ImageError, OSError) as exc:
             failures += 1
             row["error"] = str(exc)
@@ -56,9 +133,7 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
             rows.append(row)
             continue
         nuclei = measure_nuclei(labels, image)
-        labels_path, csv_path = output_paths(out, path.stem)
-        labels_path.write_bytes(labels_tiff(labels))
-        csv_path.write_text(nuclei_csv(nuclei, {"image": path.stem}))
+        write_outputs(planned[path], image, labels, nuclei, path.stem, pixel_size_um=None)
         areas = area_summary(nuclei)
         row.update(width=image.shape[1], height=image.shape[0], count=len(nuclei),
                    **{f"area_{k}": (round(v, 2) if v is not None else None) for k, v in areas.items()})
@@ -71,3 +146,16 @@ def segment(images: tuple[Path, ...], out: Path, weights: Path | None, channel: 
     click.echo(f"{done} image(s) segmented with {segmenter.version}; results in {out}", err=True)
     if failures:
         raise SystemExit(1)
+
+
+def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], stem: str,
+                  pixel_size_um: float | None) -> None:
+    from shared import outputs
+
+    table = outputs.nuclei_csv(nuclei, {"image": stem})
+    paths["nuclei_csv"].write_text(table)
+    if "overlay" in paths:
+        paths["overlay"].write_bytes(outputs.overlay_png(image, labels))
+    for fmt in outputs.LABEL_FORMATS:
+        if fmt in paths:
+            paths[fmt].write_bytes(outputs.label_file(fmt, labels, pixel_size_um, table))
