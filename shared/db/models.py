@@ -111,7 +111,7 @@ class Result(Base):
     __tablename__ = "results"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), unique=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
     model_version: Mapped[str] = mapped_column(String(100), index=True)
     count: Mapped[int] = mapped_column(Integer)
     area_mean: Mapped[float | None] = mapped_column(Float)
@@ -198,7 +198,6 @@ class ModelVersion(Base):
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
     training_summary: Mapped[dict] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
-    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
