@@ -1,8 +1,10 @@
 """Label images: a scientist's corrected segmentation of an uploaded image, training data for the next model.
 
-A label upload is parsed in full (shared.labels), renumbered 1..N and stored normalised: a 16-bit PNG,
-or a 32-bit TIFF above 65535 nuclei, at `labels/<image_id>/<sha256>.<ext>`, keyed by the hash of the
-normalised bytes. The same labels for the same image again (whatever file they came in) are one row.
+A label upload (a label image, a zip of masks, an ImageJ RoiSet.zip or .roi, QuPath GeoJSON) of at most
+settings.max_label_bytes is parsed in full against the image's shape (shared.labels, which checks sizes from
+headers before inflating anything), renumbered 1..N and stored normalised: a 16-bit PNG, or a 32-bit TIFF
+above 65535 nuclei, at `labels/<image_id>/<sha256>.<ext>`, keyed by the hash of the normalised bytes. The
+same labels for the same image again (whatever file they came in) are one row.
 """
 from __future__ import annotations
 
@@ -34,16 +36,23 @@ log = logging.getLogger(__name__)
 
 UINT16_MAX = np.iinfo(np.uint16).max
 MIMETYPES = {"png": "image/png", "tif": "image/tiff"}
+CHUNK_PIXELS = 1 << 20
 
 
 def normalised(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels renumbered 1..N in order of their old ids (0 stays background), and N."""
-    ids, inverse = np.unique(labels, return_inverse=True)
-    if ids[0] != 0:  # no background pixel at all: every id moves up by one
-        inverse = inverse + 1
-    count = int(len(ids) - (1 if ids[0] == 0 else 0))
-    dtype = np.uint16 if count <= UINT16_MAX else np.uint32
-    return inverse.reshape(labels.shape).astype(dtype), count
+    """Labels renumbered 1..N in order of their old ids (0 stays background), and N.
+
+    Worked through in chunks, so that the temporaries of sorting cost a chunk, not the whole image.
+    """
+    flat = labels.reshape(-1)
+    starts = range(0, flat.size, CHUNK_PIXELS)
+    ids = np.unique(np.concatenate([np.unique(flat[i:i + CHUNK_PIXELS]) for i in starts]))
+    shift = 0 if ids[0] == 0 else 1  # no background pixel at all: every id moves up by one
+    count = int(len(ids) - 1 + shift)
+    renumbered = np.empty(flat.size, dtype=np.uint16 if count <= UINT16_MAX else np.uint32)
+    for i in starts:
+        renumbered[i:i + CHUNK_PIXELS] = np.searchsorted(ids, flat[i:i + CHUNK_PIXELS]) + shift
+    return renumbered.reshape(labels.shape), count
 
 
 def encode(labels: np.ndarray) -> tuple[bytes, str]:
@@ -81,9 +90,9 @@ def _read(upload: FileStorage | None, max_bytes: int) -> bytes:
 
 def accept_label(image: Image, upload: FileStorage | None, settings: Settings, store: ObjectStore) -> tuple[dict, bool]:
     """Validate, store and record one label upload for `image`. Returns (row, created)."""
-    data = _read(upload, settings.max_upload_bytes)
+    data = _read(upload, settings.max_label_bytes)
     try:
-        labels = parse_label_upload(data, (image.height, image.width), settings.max_pixels)
+        labels = parse_label_upload(data, (image.height, image.width))
     except ImageError as exc:
         raise ApiError(exc.status, exc.code, f"labels for {image.filename}: {exc.message}") from None
     del data
