@@ -38,9 +38,12 @@ def api_routes(app):
 # --- access ------------------------------------------------------------------------------------
 
 def test_every_api_route_refuses_a_missing_or_wrong_token(harness):
+    from services.api import create_app
+
     routes = api_routes(harness.app)
     assert len(routes) >= 12
-    client = harness.app.test_client()
+    # many wrong tokens from one address: throttling off here (tests/test_throttling.py covers it)
+    client = create_app(harness.settings.model_copy(update={"auth_failure_limit": ""})).test_client()
     for method, url in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
             response = client.open(url, method=method, headers=headers)
@@ -311,7 +314,10 @@ def test_result_before_and_after_the_job(harness, admin, experiment):
     assert body["area"] == {"mean": 7.0, "median": 7.0, "min": 4.0, "max": 10.0}
     assert body["links"] == {"labels": f"/api/v1/images/{row['id']}/labels.tif",
                              "overlay": f"/api/v1/images/{row['id']}/overlay.png",
-                             "nuclei_csv": f"/api/v1/images/{row['id']}/nuclei.csv"}
+                             "nuclei_csv": f"/api/v1/images/{row['id']}/nuclei.csv",
+                             "roiset": f"/api/v1/images/{row['id']}/RoiSet.zip",
+                             "geojson": f"/api/v1/images/{row['id']}/nuclei.geojson",
+                             "ome_tiff": f"/api/v1/images/{row['id']}/labels.ome.tif"}
     labels = admin.get(body["links"]["labels"])
     assert labels.status_code == 200 and labels.mimetype == "image/tiff"
     import tifffile

@@ -84,7 +84,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):
         current = limiter.current_limit
-        wait = current.reset_at - time.time() if current is not None else 60
+        wait = current.window[0] - time.time() if current is not None else 60  # window[0]: when it resets
         body, status, headers = error_response(429, "rate_limited", f"{exc.description}; retry in "
                                                f"{max(1, math.ceil(wait))} s")
         return body, status, {**headers, "Retry-After": str(max(1, math.ceil(wait)))}

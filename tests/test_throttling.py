@@ -1,0 +1,181 @@
+"""Throttling and rate limits (Flask-Limiter): failed sign-ins and unknown bearer tokens per client address
+and per token prefix, and per-token limits on the heavy routes (label uploads, exports, plots, training
+runs), each answered 429 with Retry-After, never slowing a valid token or another token."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from tests.support.api import csrf_from, nuclei_image
+
+
+def make_app(harness, **settings):
+    from services.api import create_app
+
+    app = create_app(harness.settings.model_copy(update=settings))
+    app.config["TESTING"] = True
+    return app
+
+
+def from_address(app, address: str):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def bearer(client, token: str, path: str = "/api/v1/experiments"):
+    return read(client.get(path, headers={"Authorization": f"Bearer {token}"}))
+
+
+def read(response):
+    """The response, read to its end and closed (exports stream)."""
+    response.get_data()
+    response.close()
+    return response
+
+
+def assert_throttled(response, code: str, longest: int = 60):
+    assert response.status_code == 429, response.status_code
+    assert response.json["error"]["code"] == code
+    assert 1 <= int(response.headers["Retry-After"]) <= longest
+
+
+# --- failed sign-ins and unknown tokens ---------------------------------------------------------
+
+def test_unknown_bearer_tokens_are_throttled_per_address(harness):
+    app = make_app(harness, auth_failure_limit="3/minute")
+    guesser, neighbour = from_address(app, "10.0.0.1"), from_address(app, "10.0.0.2")
+    valid = harness.token("viewer")
+    for i in range(3):
+        assert bearer(guesser, f"nuc_guess{i}-abcdef").status_code == 401
+    assert_throttled(bearer(guesser, "nuc_guess9-abcdef"), "too_many_failures")
+    assert bearer(guesser, valid).status_code == 200  # a valid token is never slowed
+    assert bearer(neighbour, "nuc_other0-abcdef").status_code == 401  # another address has its own count
+    for _ in range(3):
+        assert bearer(neighbour, valid).status_code == 200  # successes count for nothing
+
+
+def test_one_token_prefix_is_throttled_from_any_address(harness):
+    app = make_app(harness, auth_failure_limit="3/minute")
+    stem = "nuc_SAMEPFX1"
+    for i in range(3):
+        assert bearer(from_address(app, f"10.1.0.{i}"), f"{stem}-try{i}").status_code == 401
+    assert_throttled(bearer(from_address(app, "10.1.0.9"), f"{stem}-try9"), "too_many_failures")
+    assert bearer(from_address(app, "10.1.0.9"), "nuc_DIFFERENT-try").status_code == 401
+
+
+def test_failed_sign_ins_are_throttled(harness):
+    app = make_app(harness, auth_failure_limit="2/minute")
+    client = from_address(app, "10.2.0.1")
+    csrf = csrf_from(client.get("/login").data)
+    for i in range(2):
+        assert client.post("/login", data={"token": f"nuc_wrong{i}", "csrf_token": csrf}).status_code == 401
+    refused = client.post("/login", data={"token": "nuc_wrong9", "csrf_token": csrf})
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert b"too many failed sign-ins" in refused.data
+    signed_in = client.post("/login", data={"token": harness.token("viewer"), "csrf_token": csrf, "next": "/"})
+    assert signed_in.status_code == 303 and client.get("/").status_code == 200
+
+
+def test_the_default_allows_a_few_mistakes(harness):
+    app = make_app(harness)
+    limit, _, _ = harness.settings.auth_failure_limit.partition("/")
+    client = from_address(app, "10.3.0.1")
+    for i in range(int(limit)):
+        assert bearer(client, f"nuc_typo{i:04d}").status_code == 401
+    assert bearer(client, "nuc_typo9999").status_code == 429
+
+
+# --- heavy routes -------------------------------------------------------------------------------
+
+def test_every_heavy_route_is_limited(harness):
+    from services.api.limits import HEAVY_ROUTES
+
+    app = make_app(harness)
+    for setting, endpoints in HEAVY_ROUTES.items():
+        assert getattr(harness.settings, setting), setting
+        for endpoint in endpoints:
+            assert endpoint in app.view_functions, endpoint
+            assert app.view_functions[endpoint] is not harness.app.view_functions[endpoint]  # wrapped per app
+
+
+def sign_in(app, token):
+    client = app.test_client()
+    client.post("/login", data={"token": token, "csrf_token": csrf_from(client.get("/login").data)})
+    return client, csrf_from(client.get("/").data)
+
+
+def test_exports_are_limited_per_token_across_api_and_pages(harness, admin, experiment):
+    app = make_app(harness, export_rate="3/minute")
+    token, other = harness.token("viewer"), harness.token("viewer")
+    api = app.test_client()
+    for path in (f"/api/v1/experiments/{experiment}/nuclei.csv", f"/api/v1/experiments/{experiment}/nuclei.parquet"):
+        assert bearer(api, token, path).status_code == 200
+    page, _ = sign_in(app, token)
+    assert read(page.get(f"/experiments/{experiment}/results.csv")).status_code == 200
+    assert_throttled(bearer(api, token, f"/api/v1/experiments/{experiment}/nuclei.csv"), "rate_limited")
+    refused = read(page.get(f"/experiments/{experiment}/nuclei.csv"))
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert bearer(api, other, f"/api/v1/experiments/{experiment}/nuclei.csv").status_code == 200  # its own budget
+
+
+def test_plots_are_limited(harness, experiment):
+    app = make_app(harness, plot_rate="2/minute")
+    client, _ = sign_in(app, harness.token("viewer"))
+    for _ in range(2):
+        assert client.get(f"/experiments/{experiment}/plots/counts.png").status_code == 200
+    refused = client.get(f"/experiments/{experiment}/plots/areas.png")
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_label_uploads_are_limited(harness, experiment):
+    app = make_app(harness, label_upload_rate="2/minute")
+    token = harness.token("uploader")
+    client = app.test_client()
+
+    def post_label():
+        return client.post("/api/v1/images/no-such-image/labels", headers={"Authorization": f"Bearer {token}"},
+                           data={"file": (io.BytesIO(nuclei_image(1)), "l.png")}, content_type="multipart/form-data")
+
+    assert [post_label().status_code for _ in range(2)] == [404, 404]
+    assert_throttled(post_label(), "rate_limited")
+
+
+def test_training_runs_are_limited(harness):
+    from shared.db.models import TrainingRun
+
+    app = make_app(harness, training_run_rate="2/hour")
+    token = harness.token("admin")
+    client = app.test_client()
+    runs = harness.count(TrainingRun)
+    for _ in range(2):  # refused as bad requests: no run starts here, but each counts
+        response = client.post("/api/v1/training-runs", json={"epochs": "many"},
+                               headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 400
+    refused = client.post("/api/v1/training-runs", json={"epochs": 1}, headers={"Authorization": f"Bearer {token}"})
+    assert_throttled(refused, "rate_limited", longest=3600)
+    assert harness.count(TrainingRun) == runs
+
+
+def test_limits_are_shared_by_api_processes_through_redis(harness, experiment, redis_url):
+    first, second = (make_app(harness, export_rate="2/minute", broker_url=redis_url) for _ in range(2))
+    token = harness.token("viewer")
+    path = f"/api/v1/experiments/{experiment}/nuclei.csv"
+    assert bearer(first.test_client(), token, path).status_code == 200
+    assert bearer(second.test_client(), token, path).status_code == 200
+    assert_throttled(bearer(first.test_client(), token, path), "rate_limited")
+
+
+def test_an_unreachable_redis_lets_requests_through(harness, experiment):
+    app = make_app(harness, export_rate="1/minute", auth_failure_limit="1/minute", broker_url="redis://127.0.0.1:1/0")
+    token = harness.token("viewer")
+    for _ in range(3):
+        assert bearer(app.test_client(), token, f"/api/v1/experiments/{experiment}/nuclei.csv").status_code == 200
+        assert bearer(app.test_client(), "nuc_unknown-token").status_code == 401
+
+
+@pytest.mark.parametrize("value", ["often", "10/fortnight"])
+def test_a_malformed_limit_stops_the_start(harness, value):
+    with pytest.raises(ValueError):
+        make_app(harness, export_rate=value)
