@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import random
@@ -63,6 +64,9 @@ def main(argv=None) -> None:
     parser.add_argument("--share", type=float, help="share of user labels in each batch")
     parser.add_argument("--freeze", choices=("none", "encoder"))
     parser.add_argument("--batch", type=int)
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="a further recipe to compare, e.g. steps=200,lr=1e-3,share=0.7,freeze=encoder "
+                             "(keys: steps lr share freeze batch; unnamed keys as above); repeatable")
     parser.add_argument("--validation-every", type=int, default=1,
                         help="score every n-th image of the DSB validation split (1: all)")
     parser.add_argument("--seed", type=int, default=0)
@@ -78,10 +82,7 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {f"training_{k}": v for k, v in (("lr", args.lr), ("user_share", args.share),
-                                                   ("freeze", args.freeze), ("batch", args.batch)) if v is not None}
-    settings = Settings(**overrides)
-    steps = args.steps or settings.training_steps_per_epoch
+    recipes = [recipe(args, "")] + [recipe(args, text) for text in args.variant]
 
     root = default_data_root() / KROMP
     names = kromp_names(root, args.split, args.classes)
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
     lab = {it.name: it for it in iter_labelled(root, names)}
     scored = [lab[n] for n in scored_names]
 
-    base_train, validation = base_sets(settings, None)
+    base_train, validation = base_sets(recipes[0][0], None)
     validation = validation[:: args.validation_every]
     parent = shipped_weights_path().read_bytes()
     t = time.time()
@@ -100,8 +101,7 @@ def main(argv=None) -> None:
     print(f"lab: {len(names)} Kromp {args.split} images{' of ' + ','.join(args.classes) if args.classes else ''}, "
           f"{len(scored)} scored; base {len(base_train)} images; validation {len(validation)} images; "
           f"scoring the shipped model took {time.time() - t:.0f} s", flush=True)
-    rows = []
-    for k in args.k:
+    for (settings, steps), k in itertools.product(recipes, args.k):
         corrected = [lab[n] for n in pool[:k]]
         load_before = os.getloadavg()[0]
         t = time.time()
@@ -111,14 +111,26 @@ def main(argv=None) -> None:
         after = {"lab": score(tuned.weights, scored), "validation": score(tuned.weights, validation)}
         row = {"k": k, "steps": steps, "lr": settings.training_lr, "share": settings.training_user_share,
                "freeze": settings.training_freeze, "batch": settings.training_batch, "crop": settings.training_crop,
-               "train_seconds": round(seconds, 1), "load_avg": [round(load_before, 2), round(load_after, 2)],
+               "train_seconds": round(seconds, 1), "parts": tuned.seconds, "load_avg": [round(load_before, 2), round(load_after, 2)],
                "threads": torch.get_num_threads(), "split": args.split, "classes": args.classes or "all",
                "scored": len(scored), "validation_images": len(validation), "seed": args.seed,
                "before": before, "after": after}
-        rows.append(row)
         with args.out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(format_row(row), flush=True)
+
+
+def recipe(args, variant: str) -> tuple[Settings, int]:
+    """(settings, steps) of the command-line recipe with `variant`'s changes ("steps=200,lr=1e-3")."""
+    values = {"steps": args.steps, "lr": args.lr, "share": args.share, "freeze": args.freeze, "batch": args.batch}
+    for pair in filter(None, variant.split(",")):
+        key, value = pair.split("=", 1)
+        if key not in values:
+            raise SystemExit(f"unknown variant key {key!r}: one of {sorted(values)}")
+        values[key] = value if key == "freeze" else float(value) if key in ("lr", "share") else int(value)
+    names = {"lr": "training_lr", "share": "training_user_share", "freeze": "training_freeze", "batch": "training_batch"}
+    settings = Settings(**{names[k]: v for k, v in values.items() if k in names and v is not None})
+    return settings, values["steps"] or settings.training_steps_per_epoch
 
 
 def format_row(row: dict) -> str:
@@ -128,7 +140,7 @@ def format_row(row: dict) -> str:
             f"DSB {b['lab']['dsb_score']:.3f}->{a['lab']['dsb_score']:.3f} "
             f"count err (median) {b['lab']['count_error_median']:.1%}->{a['lab']['count_error_median']:.1%} "
             f"| validation DSB {b['validation']['dsb_score']:.3f}->{a['validation']['dsb_score']:.3f} "
-            f"| {row['train_seconds']:.0f} s (load {row['load_avg'][0]:.1f}-{row['load_avg'][1]:.1f})")
+            f"| {row['train_seconds']:.0f} s = {' + '.join(f'{v:.0f} {k}' for k, v in row['parts'].items())} (load {row['load_avg'][0]:.1f}-{row['load_avg'][1]:.1f})")
 
 
 if __name__ == "__main__":

@@ -444,6 +444,7 @@ class FineTuned:
     weights: bytes  # exported (shipped form), with the size model fitted for them when there were enough images
     steps: int
     size_model_images: int
+    seconds: dict[str, float]  # wall time of each part: prepare, train, export (with the size model's fit)
 
 
 def user_sample_weight(base_images: int, user_images: int, share: float) -> float:
@@ -477,6 +478,12 @@ def fine_tune(parent_raw: bytes, base_train: list[LabelledImage], user_train: li
     if not base_train and not user_train:
         raise ValueError("nothing to train on: no base images and no user labels")
     cfg = fine_tuning_train_config(parent_raw, settings, steps, seed)
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 1)
+
     samples = prepare(base_train, diameter=cfg.diameter)
     if user_train:
         share = settings.training_user_share if base_train else 1.0
@@ -484,9 +491,12 @@ def fine_tune(parent_raw: bytes, base_train: list[LabelledImage], user_train: li
                            diameter=cfg.diameter)
     labelled = base_train + user_train
     size_items = random.Random(0).sample(labelled, min(SIZE_FIT_IMAGES, len(labelled)))
+    seconds = {"prepare": lap()}
     with tempfile.TemporaryDirectory(prefix="nucleus-train-") as tmp:
         out = Path(tmp)
         train(samples, [], out, cfg, init_weights=parent_raw, progress=progress)
+        seconds["train"] = lap()
         size_model = export_weights(out / "model.pt", out / "export.pt", size_items=size_items)
         raw = (out / "export.pt").read_bytes()
-    return FineTuned(raw, steps, len(size_items) if size_model else 0)
+        seconds["export"] = lap()
+    return FineTuned(raw, steps, len(size_items) if size_model else 0, seconds)
