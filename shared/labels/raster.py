@@ -89,6 +89,8 @@ def _points(ring, name: str, what: str) -> np.ndarray:
     points = points[:, :2]
     if not np.isfinite(points).all():
         raise ImageError(f"{what} {name} has coordinates that are not finite numbers", code="bad_labels")
+    if len(points) > 1 and (points[0] == points[-1]).all():  # closed, as GeoJSON writes rings
+        points = points[:-1]
     return points
 
 
