@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 from flask import (
-    Response, current_app, flash, g, redirect, render_template, request, session, url_for,
+    Response, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for,
 )
 from sqlalchemy import select
 
@@ -27,6 +27,7 @@ from services.api.rest.training import (
     OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json, start_run_if_enough_labels,
 )
 from services.api.web import web
+from services.api.web.editor import display_png, editable, raw_ids_gzip, starting_labels
 from services.api.web.sessions import end_session, start_session
 from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
 from shared.auth import verify_token
@@ -174,7 +175,42 @@ def image(image_id: str):
     nuclei = nucleus_rows(db(), result, limit=NUCLEI_SHOWN) if result else []
     return render_template("image.html", image=image, job=job, result=result, nuclei=nuclei,
                            nuclei_shown=NUCLEI_SHOWN, labels=labels_of_image(image),
-                           may_label=g.principal.has_role("uploader"))
+                           may_label=g.principal.has_role("uploader"), editable=editable(image))
+
+
+@web.get("/images/<image_id>/editor/image.png")
+def editor_image(image_id: str):
+    """The image as the label editor draws it under the labels."""
+    image = get_image(image_id)
+    data = display_png(image, current_app.config["NUCLEUS_SETTINGS"], current_app.extensions["nucleus_store"])
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@web.get("/images/<image_id>/editor/labels.u32")
+def editor_labels(image_id: str):
+    """The ids the editor starts from, row by row as little-endian uint32; X-Label-Source says whose."""
+    image = get_image(image_id)
+    labels, source = starting_labels(db(), image, current_app.config["NUCLEUS_SETTINGS"],
+                                     current_app.extensions["nucleus_store"])
+    headers = {"Cache-Control": "no-store", "X-Label-Source": source,
+               "X-Label-Width": str(image.width), "X-Label-Height": str(image.height)}
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return Response(raw_ids_gzip(labels), mimetype="application/octet-stream",
+                        headers={**headers, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(labels.astype("<u4").tobytes(), mimetype="application/octet-stream", headers=headers)
+
+
+@web.post("/images/<image_id>/editor/labels")
+def editor_save(image_id: str):
+    """The editor's save: its label file (multipart `file`, CSRF token in X-CSRF-Token) goes through the
+    labels API's acceptance; the answer is that API's JSON."""
+    require_role("uploader")
+    image = get_image(image_id)
+    settings = current_app.config["NUCLEUS_SETTINGS"]
+    row, created = accept_label(image, request.files.get("file"), settings, current_app.extensions["nucleus_store"])
+    if created:
+        start_run_if_enough_labels(settings)
+    return jsonify({**row, "duplicate": not created}), 201 if created else 200
 
 
 @web.post("/images/<image_id>/labels")
