@@ -96,7 +96,11 @@ SCHEMAS = {
             "seconds_model": NULLABLE_NUMBER, "seconds_total": NULLABLE_NUMBER, "created": NULLABLE_STRING,
             "links": {"type": "object", "required": ["labels", "overlay", "nuclei_csv"],
                       "properties": {"labels": {"type": "string"}, "overlay": {"type": "string"},
-                                     "nuclei_csv": {"type": "string"}}},
+                                     "nuclei_csv": {"type": "string"},
+                                     "roiset": {"type": "string", "description": "ImageJ/Fiji RoiSet.zip"},
+                                     "geojson": {"type": "string", "description": "QuPath GeoJSON"},
+                                     "ome_tiff": {"type": "string",
+                                                  "description": "OME-TIFF labels with the pixel size"}}},
         },
     },
     "ResultRow": {
@@ -285,6 +289,15 @@ PATHS = {
                                   "schema": {"type": "string", "format": "binary"}}}},
                               "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
     },
+    "/experiments/{name}/archive.zip": {
+        "get": {"summary": "A zip of the experiment's (filtered) results: results.csv, nuclei.csv, and per image its "
+                           "label TIFF, overlay PNG and nuclei table (streamed; files missing from the object store "
+                           "are listed in MISSING.txt)", "tags": ["results"],
+                "parameters": _params("name", "condition", "well", "status", "created_from", "created_to"),
+                "responses": {"200": {"description": "Zip", "content": {"application/zip": {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                              "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
     "/jobs/{job_id}": {
         "get": {"summary": "A job's status", "tags": ["jobs"], "parameters": _params("job_id"),
                 "responses": {"200": _json(_ref("Job"), "The job"), "404": _error("NotFound"), **AUTH_ERRORS}},
@@ -302,6 +315,12 @@ PATHS = {
     "/images/{image_id}/labels.tif": _file("image/tiff", "Label image: 16-bit TIFF (32-bit above 65535 nuclei), 0 = background"),
     "/images/{image_id}/overlay.png": _file("image/png", "Outlines of the nuclei on the image"),
     "/images/{image_id}/nuclei.csv": _file("text/csv", "One row per nucleus"),
+    "/images/{image_id}/RoiSet.zip": _file("application/zip", "ImageJ/Fiji ROI set: one polygon ROI per nucleus, "
+                                           "named by its label"),
+    "/images/{image_id}/nuclei.geojson": _file("application/geo+json", "QuPath GeoJSON: a FeatureCollection of "
+                                               "detections (one Polygon per nucleus) with their measurements"),
+    "/images/{image_id}/labels.ome.tif": _file("image/tiff", "Label image as OME-TIFF, with the physical pixel size "
+                                               "(µm) when the image has one"),
     "/images/{image_id}/labels": {
         "post": {
             "summary": "Attach a label image (uploader); the same labels for the same image again answer 200 with "

@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.api.access import get_experiment, project_for_new_experiment, require_role, visible
 from services.api.database import db
+from services.api.downloads import experiment_archive
 from services.api.errors import ApiError
 from services.api.exports import FORMATS as EXPORT_FORMATS, nuclei_export, results_export
 from services.api.intake import accept_upload
@@ -115,3 +116,9 @@ def experiment_nuclei(name: str):
 def experiment_nuclei_parquet(name: str):
     require_role("viewer")
     return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), "parquet")
+
+
+@api.get("/experiments/<name>/archive.zip")
+def experiment_archive_zip(name: str):
+    require_role("viewer")
+    return experiment_archive(db(), get_experiment(name), ResultFilters.from_request())
