@@ -149,7 +149,9 @@ SCHEMAS = {
         "type": "object",
         "properties": {"epochs": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
                        "force_promote": {"type": "boolean", "default": False,
-                                         "description": "activate the new version even if it regresses"}},
+                                         "description": "activate the new version even if it regresses"},
+                       "project": {"type": "string", "description": "the project whose line is trained (default: "
+                                                                   "the token's project, else default)"}},
     },
     "TrainingRunCreated": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
     "TrainingRun": {
@@ -160,6 +162,10 @@ SCHEMAS = {
                        "version": {**NULLABLE_STRING, "description": "exactly what later results report as "
                                                                      "model_version"},
                        "promoted": {"type": "boolean", "nullable": True}, "error": NULLABLE_STRING,
+                       "project": {"type": "string"},
+                       "decision": {**NULLABLE_STRING, "description": "promoted, rejected, awaiting_admin or forced; "
+                                                                      "metrics holds the rule and each check's "
+                                                                      "before/after numbers"},
                        "epochs": {"type": "integer"}, "force_promote": {"type": "boolean"},
                        "created": NULLABLE_STRING, "started": NULLABLE_STRING, "finished": NULLABLE_STRING},
     },
@@ -172,7 +178,37 @@ SCHEMAS = {
         "type": "object", "required": ["version", "parent", "created", "training_summary", "metrics", "active"],
         "properties": {"version": {"type": "string"}, "parent": NULLABLE_STRING, "created": NULLABLE_STRING,
                        "training_summary": {"type": "object", "additionalProperties": True},
-                       "metrics": {"type": "object", "additionalProperties": True}, "active": {"type": "boolean"}},
+                       "metrics": {"type": "object", "additionalProperties": True},
+                       "active": {"type": "boolean", "description": "active in the project asked about"},
+                       "project": {**NULLABLE_STRING, "description": "the project whose line it was trained in"},
+                       "active_in": {"type": "array", "items": {"type": "string"}}},
+    },
+    "ActivateModel": {"type": "object", "properties": {"project": {"type": "string", "default": "default"}}},
+    "Resegment": {
+        "type": "object",
+        "properties": {"version": {"type": "string", "description": "default: the project's active version"},
+                       "condition": {"type": "string"}, "well": {"type": "string"}, "status": STATUS},
+    },
+    "ResegmentQueued": {
+        "type": "object", "required": ["version", "jobs", "skipped"],
+        "properties": {"experiment": {"type": "string"}, "version": {"type": "string"},
+                       "jobs": {"type": "integer", "description": "new jobs queued"},
+                       "skipped": {"type": "integer", "description": "images being segmented, or already "
+                                                                     "segmented by that version"},
+                       "job_ids": {"type": "array", "items": {"type": "string"}}},
+    },
+    "VersionCounts": {
+        "type": "object", "required": ["versions"],
+        "properties": {"experiment": {"type": "string"}, "total": {"type": "integer"},
+                       "versions": {"type": "array", "items": {"type": "object", "properties": {
+                           "model_version": {"type": "string"}, "images": {"type": "integer"},
+                           "count_total": {"type": "integer"}, "count_mean": NULLABLE_NUMBER,
+                           "first": NULLABLE_STRING, "last": NULLABLE_STRING}}}},
+    },
+    "ImageResultList": {
+        "type": "object", "required": ["results", "total", "page", "per_page"],
+        "properties": {"results": {"type": "array", "items": _ref("Result")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
     },
     "ModelList": {
         "type": "object", "required": ["models", "total", "page", "per_page"],
@@ -207,6 +243,10 @@ PARAMETERS = {
     "version": {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
                 "description": "a model version, as results report it in model_version"},
     "condition": {"name": "condition", "in": "query", "schema": {"type": "string"}},
+    "result_version": {"name": "version", "in": "query", "schema": {"type": "string"},
+                       "description": "results made by this model version (default: the newest)"},
+    "project": {"name": "project", "in": "query", "schema": {"type": "string"},
+                "description": "a project's name (default: the token's project, else default)"},
     "well": {"name": "well", "in": "query", "schema": {"type": "string"}},
     "status": {"name": "status", "in": "query", "schema": STATUS},
     "created_from": {"name": "created_from", "in": "query", "schema": {"type": "string"},
@@ -268,7 +308,7 @@ PATHS = {
         "get": {"summary": "One row per image with metadata, status, count and model version",
                 "tags": ["results"],
                 "parameters": _params("name", "condition", "well", "status", "created_from", "created_to", "sort",
-                                      "page", "per_page", "format"),
+                                      "result_version", "page", "per_page", "format"),
                 "responses": {"200": {"description": "A page of results (JSON), or every matching row (CSV, Parquet)",
                                       "content": {"application/json": {"schema": _ref("ResultList")},
                                                   "text/csv": {"schema": {"type": "string"}},
@@ -307,10 +347,31 @@ PATHS = {
                 "responses": {"200": _json(_ref("Image"), "The image"), "404": _error("NotFound"), **AUTH_ERRORS}},
     },
     "/images/{image_id}/result": {
-        "get": {"summary": "An image's result; 409 while its job is not done (error.code not_ready or job_failed)",
-                "tags": ["images"], "parameters": _params("image_id"),
+        "get": {"summary": "An image's newest result (or the newest made by ?version=); 409 while it has none "
+                           "(error.code not_ready or job_failed)",
+                "tags": ["images"], "parameters": _params("image_id", "result_version"),
                 "responses": {"200": _json(_ref("Result"), "The result"), "404": _error("NotFound"),
                               "409": _error("Conflict"), **AUTH_ERRORS}},
+    },
+    "/images/{image_id}/results": {
+        "get": {"summary": "Every result of the image, newest first (one per model version it was run with)",
+                "tags": ["images"], "parameters": _params("image_id", "page", "per_page"),
+                "responses": {"200": _json(_ref("ImageResultList"), "Results"), "400": _error("BadRequest"),
+                              "404": _error("NotFound"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/resegment": {
+        "post": {"summary": "Segment the experiment's images (or those matching condition/well/status) again with "
+                            "a model version (uploader); images being segmented or already segmented by it are "
+                            "skipped", "tags": ["results"], "parameters": _params("name"),
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("Resegment")}}},
+                 "responses": {"202": _json(_ref("ResegmentQueued"), "Queued"), "400": _error("BadRequest"),
+                               "404": _error("NotFound"), "409": _error("Conflict"), **AUTH_ERRORS}},
+    },
+    "/experiments/{name}/versions": {
+        "get": {"summary": "Per model version that segmented the experiment: images and nucleus counts",
+                "tags": ["results"], "parameters": _params("name", "condition", "well"),
+                "responses": {"200": _json(_ref("VersionCounts"), "Counts per version"), "404": _error("NotFound"),
+                              **AUTH_ERRORS}},
     },
     "/images/{image_id}/labels.tif": _file("image/tiff", "Label image: 16-bit TIFF (32-bit above 65535 nuclei), 0 = background"),
     "/images/{image_id}/overlay.png": _file("image/png", "Outlines of the nuclei on the image"),
@@ -354,7 +415,7 @@ PATHS = {
                  "requestBody": {"required": False,
                                  "content": {"application/json": {"schema": _ref("NewTrainingRun")}}},
                  "responses": {"202": _json(_ref("TrainingRunCreated"), "Queued"), "400": _error("BadRequest"),
-                               **AUTH_ERRORS}},
+                               "404": _error("NotFound"), **AUTH_ERRORS}},
         "get": {"summary": "Training runs, newest first", "tags": ["training"],
                 "parameters": _params("page", "per_page"),
                 "responses": {"200": _json(_ref("TrainingRunList"), "A page of runs"), "400": _error("BadRequest"),
@@ -367,14 +428,17 @@ PATHS = {
                               **AUTH_ERRORS}},
     },
     "/models": {
-        "get": {"summary": "Every model version, newest first; one is active", "tags": ["models"],
-                "parameters": _params("page", "per_page"),
+        "get": {"summary": "Every model version, newest first; `active` marks the project's active one",
+                "tags": ["models"], "parameters": _params("project", "page", "per_page"),
                 "responses": {"200": _json(_ref("ModelList"), "A page of model versions"),
-                              "400": _error("BadRequest"), **AUTH_ERRORS}},
+                              "400": _error("BadRequest"), "404": _error("NotFound"), **AUTH_ERRORS}},
     },
     "/models/{version}/activate": {
-        "post": {"summary": "Make this version the active model (admin); an older one rolls back. Workers switch "
-                            "on their next job", "tags": ["models"], "parameters": _params("version"),
+        "post": {"summary": "Make this version the active model of a project (admin); an older one rolls back. "
+                            "Workers switch on that project's next job", "tags": ["models"],
+                 "parameters": _params("version"),
+                 "requestBody": {"required": False,
+                                 "content": {"application/json": {"schema": _ref("ActivateModel")}}},
                  "responses": {"200": _json(_ref("Model"), "Now active"), "404": _error("NotFound"),
                                "409": _error("Conflict"), **AUTH_ERRORS}},
     },

@@ -75,6 +75,7 @@ class ResultFilters:
     created_from: str | None = None  # inclusive, ISO 8601
     created_to: str | None = None  # exclusive
     sort: str | None = None  # a key of SORTS, "-" first for descending
+    version: str | None = None  # each image's newest result made by this model version (default: its newest job)
 
     @classmethod
     def from_request(cls) -> "ResultFilters":
@@ -86,7 +87,7 @@ class ResultFilters:
             raise ApiError(400, "invalid_query", f"sort must be one of {', '.join(SORTS)} (prefix - to reverse)")
         return cls(condition=request.args.get("condition") or None, well=request.args.get("well") or None,
                    status=status, created_from=_date_arg("created_from"), created_to=_date_arg("created_to"),
-                   sort=sort)
+                   sort=sort, version=request.args.get("version") or None)
 
     def order(self) -> list:
         if not self.sort:
@@ -95,10 +96,20 @@ class ResultFilters:
         return [column.desc() if self.sort.startswith("-") else column.asc(), Image.created, Image.id]
 
 
-def join_history(query: Select, with_result: bool = False) -> Select:
-    """Each image's job and its result: the one place where the history, exports and plots meet jobs and
-    results. The result is an outer join unless `with_result` (then images without one drop out)."""
-    query = query.join(Job, Job.image_id == Image.id)
+def current_job_id(version: str | None = None):
+    """The id of the image's newest job (an image has one per model version it was run with), or of its
+    newest job whose result `version` made; correlated with the outer query's Image."""
+    query = select(Job.id).where(Job.image_id == Image.id)
+    if version is not None:
+        query = query.join(Result, Result.job_id == Job.id).where(Result.model_version == version)
+    return query.order_by(Job.created.desc(), Job.id.desc()).limit(1).correlate(Image).scalar_subquery()
+
+
+def join_history(query: Select, with_result: bool = False, version: str | None = None) -> Select:
+    """Each image's current job (current_job_id) and its result: the one place where the history, exports
+    and plots meet jobs and results. The result is an outer join unless `with_result` (then images without
+    one drop out)."""
+    query = query.join(Job, Job.id == current_job_id(version))
     if with_result:
         return query.join(Result, Result.job_id == Job.id)
     return query.outerjoin(Result, Result.job_id == Job.id)
@@ -106,7 +117,8 @@ def join_history(query: Select, with_result: bool = False) -> Select:
 
 def experiment_query(columns, experiment: Experiment, filters: ResultFilters, with_result: bool = False) -> Select:
     """`columns` of the experiment's images, joined to their jobs and results and filtered like the history."""
-    query = join_history(select(*columns).select_from(Image), with_result).where(Image.experiment_id == experiment.id)
+    query = (join_history(select(*columns).select_from(Image), with_result, filters.version)
+             .where(Image.experiment_id == experiment.id))
     return apply_filters(query, filters)
 
 
@@ -223,7 +235,13 @@ def mean_count_by_well(session: Session, experiment: Experiment, filters: Result
     return {well: float(mean) for well, mean in session.execute(query)}
 
 
-def result_for(session: Session, image: Image) -> tuple[Job | None, Result | None]:
-    job = session.scalars(select(Job).where(Job.image_id == image.id)).first()
-    result = session.scalars(select(Result).where(Result.image_id == image.id)).first()
+def result_for(session: Session, image: Image, version: str | None = None) -> tuple[Job | None, Result | None]:
+    """The image's newest job and its newest result (made by `version` when given): while a re-segmentation
+    runs, the result is still the earlier one."""
+    job = session.scalars(select(Job).where(Job.image_id == image.id)
+                          .order_by(Job.created.desc(), Job.id.desc()).limit(1)).first()
+    results = select(Result).where(Result.image_id == image.id)
+    if version is not None:
+        results = results.where(Result.model_version == version)
+    result = session.scalars(results.order_by(Result.id.desc()).limit(1)).first()
     return job, result

@@ -25,4 +25,4 @@ def authenticate():
     g.principal = Principal.from_token(token)
 
 
-from services.api.rest import experiments, images, jobs, labels, meta, models, training  # noqa: E402,F401  (routes register on `api`)
+from services.api.rest import experiments, images, jobs, labels, meta, models, resegment, training  # noqa: E402,F401  (routes register on `api`)

@@ -22,6 +22,8 @@ from services.api.queries import (
 )
 from services.api.rest.experiments import create_experiment, valid_name
 from services.api.rest.labels import accept_label, label_file, labels_of_image
+from services.api.rest.resegment import FILTER_FIELDS as RESEGMENT_FILTERS, parse_request as parse_resegment
+from services.api.rest.resegment import resegment as resegment_experiment
 from services.api.rest.models import activate_version, model_lines, page_of_models, requested_project
 from services.api.rest.training import (
     OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json, start_run_if_enough_labels,
@@ -117,6 +119,23 @@ def experiment(name: str):
                            filter_args=filter_args,
                            page=page, pending=any(r["status"] in PENDING for r in rows),
                            may_upload=g.principal.has_role("uploader"))
+
+
+@web.post("/experiments/<name>/resegment")
+def resegment(name: str):
+    require_role("uploader")
+    experiment = get_experiment(name)
+    try:
+        version, filters = parse_resegment({k: request.form.get(k) or None for k in ("version", *RESEGMENT_FILTERS)})
+        queued = resegment_experiment(experiment, version, filters)
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        flash(exc.message, "error")
+        return redirect(url_for("web.experiment", name=name), code=303)
+    flash(f"Re-segmenting {queued['jobs']} image(s) with {queued['version']}"
+          + (f"; {queued['skipped']} skipped (busy, or already segmented by it)." if queued["skipped"] else "."), "ok")
+    return redirect(url_for("web.experiment", name=name), code=303)
 
 
 @web.get("/experiments/<name>/rows")
