@@ -12,6 +12,7 @@ import io
 import re
 
 import numpy as np
+import pytest
 
 from shared.imageio import decode
 from tests.support.api import csrf_from, nuclei_image, png_bytes
@@ -132,6 +133,16 @@ def distance_to_segments(segments) -> np.ndarray:
     return nearest
 
 
+def view(driver, canvas) -> tuple[float, float, float]:
+    """(canvas pixels per image pixel, image x and y at the canvas' top left) as the editor last drew it."""
+    return tuple(float(canvas.get_attribute(f"data-{name}")) for name in ("scale", "view-x", "view-y"))
+
+
+def canvas_pixels(driver, canvas) -> float:
+    """Canvas pixels per CSS pixel."""
+    return driver.execute_script("return arguments[0].width / arguments[0].getBoundingClientRect().width", canvas)
+
+
 def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -166,6 +177,7 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     assert abs(box[0] / box[1] - WIDTH / HEIGHT) < 0.02, box
     scale = box[0] / WIDTH  # CSS pixels per image pixel: the whole image at one scale
     assert abs(box[1] / HEIGHT - scale) < 0.02 * scale
+    assert view(browser, canvas) == (pytest.approx(scale * canvas_pixels(browser, canvas)), 0, 0)
 
     def at(x: float, y: float) -> tuple[int, int]:
         """The offset from the canvas centre of image point (x, y): the centre of pixel (x, y) for integers."""
@@ -202,6 +214,22 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     click(70, 47)  # nucleus 3
     browser.find_element(By.CSS_SELECTOR, '#editor button[data-action="undo"]').click()  # ...and back
     click(67, 17)  # nucleus 2, kept deleted
+
+    # zoomed in, a one-pixel-radius dot lands exactly on the image pixel under the pointer
+    for _ in range(2):
+        browser.find_element(By.CSS_SELECTOR, '#editor button[data-action="zoom-in"]').click()
+    fit = scale * canvas_pixels(browser, canvas)
+    wait(browser, lambda d: view(d, canvas)[0] == pytest.approx(fit * 1.5 ** 2), message="zoomed in twice")
+    zoom, view_x, view_y = view(browser, canvas)
+    assert view_x > 0 and view_y > 0  # zoomed about the centre
+    css = 1 / canvas_pixels(browser, canvas)
+    dot = (50, 30)
+    brush(1)
+    tool("new")
+    ActionChains(browser, duration=50).move_to_element_with_offset(
+        canvas, round((dot[0] + 0.5 - view_x) * zoom * css - box[0] / 2),
+        round((dot[1] + 0.5 - view_y) * zoom * css - box[1] / 2)).click().perform()
+    browser.find_element(By.CSS_SELECTOR, '#editor button[data-action="fit"]').click()
     browser.save_screenshot(str(tmp_path / "editor.png"))
     tool("save")
     wait(browser, lambda d: editor.get_attribute("data-state") in ("saved", "error"), message="saved")
@@ -217,12 +245,13 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     expected[expected == 2] = 0
     expected[painted <= paint_radius - 1.5] = 4
     expected[erased <= erase_radius - 1.5] = 0
+    expected[[30, 29, 30, 30, 31], [50, 50, 49, 51, 50]] = 5  # the dot, pixel by pixel
     unsure = ((painted > paint_radius - 1.5) & (painted <= paint_radius + 1.5)) | \
              ((erased > erase_radius - 1.5) & (erased <= erase_radius + 1.5) & (original > 0))
     sure = ~unsure
     # the save renumbers ids 1..N; the nuclei must correspond one to one on every sure pixel
     pairs = {(int(e), int(s)) for e, s in zip(expected[sure], stored[sure])}
-    assert len(pairs) == 4 and (0, 0) in pairs, sorted(pairs)  # background, the disc's rest, box 3, the new nucleus
+    assert len(pairs) == 5 and (0, 0) in pairs, sorted(pairs)  # background, the disc's rest, box 3, two new nuclei
     assert len(pairs) == len({e for e, _ in pairs}) == len({s for _, s in pairs})
     assert (stored[sure] == np.vectorize(dict(pairs).get)(expected[sure])).all()
     new_id, disc_id = dict(pairs)[4], dict(pairs)[1]
@@ -230,4 +259,4 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     assert set(np.unique(stored[unsure & (painted <= paint_radius + 1.5)])) <= {0, new_id}
     assert set(np.unique(stored[unsure & (erased <= erase_radius + 1.5)])) <= {0, disc_id}
     assert (stored[original == 2] == 0).all()  # the deleted nucleus is gone
-    assert listed[0]["count"] == 3
+    assert listed[0]["count"] == 4

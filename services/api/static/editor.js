@@ -111,6 +111,10 @@
 
   function draw() {
     var sw = canvas.width / view.scale, sh = canvas.height / view.scale;
+    // the view, for anyone mapping a screen point to an image pixel: canvas pixels per image pixel, top left
+    canvas.dataset.scale = view.scale;
+    canvas.dataset.viewX = view.x;
+    canvas.dataset.viewY = view.y;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     if (picture) {
