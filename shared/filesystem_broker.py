@@ -16,6 +16,8 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+from shared.private import FILE_MODE, open_private
+
 PARTIAL_SUFFIX = ".part"  # consumers match names ending in "<queue>.msg" only
 
 
@@ -25,11 +27,19 @@ class Channel(filesystem.Channel):
         final = os.path.join(self.data_folder_out, name)
         partial = final + PARTIAL_SUFFIX
         try:
-            with open(partial, "wb") as f:
+            with open_private(partial) as f:
                 f.write(str_to_bytes(dumps(payload)))
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        super()._queue_bind(exchange, routing_key, pattern, queue)
+        try:
+            os.chmod(self._exchange_file(exchange), FILE_MODE)  # kombu creates the exchange's file with open()
+        except OSError:
+            pass
 
 
 class Transport(filesystem.Transport):

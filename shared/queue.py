@@ -16,6 +16,7 @@ from functools import lru_cache
 from celery import Celery
 
 from shared.config import Settings, get_settings
+from shared.private import private_dir
 from shared.filesystem_broker import TRANSPORT as FILESYSTEM_TRANSPORT
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def _filesystem_transport_options(settings: Settings) -> dict:
     root = settings.broker_folder
     messages, control = root / "messages", root / "control"
     for folder in (messages, control):
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
     return {
         # one folder for both directions: every process on this machine reads and writes the same queue files
         "data_folder_in": str(messages),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.config import Settings, get_settings
+from shared.private import private_dir
 
 
 class StorageUnavailable(RuntimeError):
@@ -34,8 +35,7 @@ class ObjectStore(Protocol):
 
 class LocalStore:
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = private_dir(root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -45,8 +45,8 @@ class LocalStore:
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        private_dir(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

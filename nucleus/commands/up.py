@@ -75,8 +75,11 @@ def up(port, data_dir, workers, host):
 
     from nucleus.supervisor import Supervisor
 
+    from shared.private import DIR_MODE, private_dir, use_private_umask
+
+    use_private_umask()  # everything this process and its children create is the service user's alone
     data_dir = Path(data_dir or os.environ.get("NUCLEUS_DATA_DIR") or "./nucleus-data").expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir).chmod(DIR_MODE)
     os.environ["NUCLEUS_DATA_DIR"] = str(data_dir)
     if workers is not None:
         os.environ["NUCLEUS_WORKER_PROCESSES"] = str(workers)

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from shared.config import Settings
+from shared.private import private_dir
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -19,7 +20,7 @@ def load_secret_key(settings: Settings) -> str:
             if key:
                 return key
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             tmp = path.with_name(f".secret_key.{os.getpid()}.{secrets.token_hex(4)}")
             tmp.write_text(secrets.token_hex(32))
             os.chmod(tmp, 0o600)

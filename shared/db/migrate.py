@@ -6,6 +6,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from shared.private import private_file
+
 
 def migrations_folder() -> Path:
     import migrations
@@ -27,7 +29,7 @@ def alembic_config(database_url: str | None = None) -> Config:
 def _ensure_sqlite_folder(url: str) -> None:
     prefix = "sqlite:///"
     if url.startswith(prefix) and url[len(prefix):] not in ("", ":memory:"):
-        Path(url[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+        private_file(url[len(prefix):])  # a new database is the service user's alone (shared.private)
 
 
 def upgrade(database_url: str | None = None, revision: str = "head") -> None:
