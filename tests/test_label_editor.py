@@ -110,6 +110,24 @@ def test_editor_save_goes_through_label_acceptance(harness, admin, experiment):
     assert again.status_code == 200 and again.json["duplicate"] is True
 
 
+def test_editor_saves_share_the_label_upload_budget(harness, experiment):
+    from services.api import create_app
+
+    app = create_app(harness.settings.model_copy(update={"label_upload_rate": "2/minute"}))
+    token = harness.token("uploader")
+    client = app.test_client()
+    client.post("/login", data={"token": token, "csrf_token": csrf_from(client.get("/login").data)})
+    csrf = csrf_from(client.get("/").data)
+    api = client.post("/api/v1/images/no-such-image/labels", headers={"Authorization": f"Bearer {token}"},
+                      data={"file": (io.BytesIO(png_bytes(np.ones((4, 4), np.uint16))), "l.png")},
+                      content_type="multipart/form-data")
+    assert api.status_code == 404
+    assert post_edit(client, "no-such-image", png_bytes(np.ones((4, 4), np.uint16)), csrf).status_code == 404
+    refused = post_edit(client, "no-such-image", png_bytes(np.ones((4, 4), np.uint16)), csrf)
+    assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
 # --- in a browser -----------------------------------------------------------------------------------
 
 def start_labels() -> np.ndarray:

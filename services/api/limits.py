@@ -34,7 +34,7 @@ TOKEN_PREFIX_CHARS = 12  # "nuc_" and 8 random characters: one token's guesses s
 
 # Heavy routes by the setting that limits them; the endpoints of one setting share its budget.
 HEAVY_ROUTES = {
-    "label_upload_rate": ("api.post_labels", "web.upload_labels"),
+    "label_upload_rate": ("api.post_labels", "web.upload_labels", "web.editor_save"),
     "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet",
                     "web.experiment_results_table", "web.experiment_nuclei_table"),
     "plot_rate": ("web.experiment_plot", "web.image_area_plot"),
