@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 
 import numpy as np
 
@@ -26,14 +25,27 @@ def declared_size(data: bytes) -> tuple[int, int] | None:
             with tifffile.TiffFile(io.BytesIO(data)) as tif:  # reads the first image directory only
                 page = tif.pages.first
                 return int(page.imagewidth), int(page.imagelength)
-        from PIL import Image
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:  # parses the header; pixels stay undecoded
-                return img.size
+        return _jpeg_size(data)
     except Exception as exc:  # decoders raise many types for a corrupt header; all mean the same here
         raise ImageError(f"corrupt or truncated {kind.upper()} header: {exc}", code="corrupt_image") from None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment."""
+    at = 2
+    while at + 9 <= len(data):
+        if data[at] != 0xFF:
+            raise ValueError(f"no segment marker at byte {at}")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        (length,) = struct.unpack_from(">H", data, at + 2)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack_from(">HH", data, at + 5)
+            return width, height
+        at += 2 + length
+    raise ValueError("no start-of-frame segment")
 
 
 def read_sized(data: bytes, shape: tuple[int, int], what: str) -> np.ndarray:
