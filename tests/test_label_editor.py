@@ -248,6 +248,14 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
         canvas, round((dot[0] + 0.5 - view_x) * zoom * css - box[0] / 2),
         round((dot[1] + 0.5 - view_y) * zoom * css - box[1] / 2)).click().perform()
     browser.find_element(By.CSS_SELECTOR, '#editor button[data-action="fit"]').click()
+    wait(browser, lambda d: view(d, canvas) == (pytest.approx(fit), 0, 0), message="the whole image again")
+
+    # with "keep other nuclei" a stroke into box 3 paints only the background beside it
+    spared_stroke = ((88, 48), (72, 48))
+    browser.find_element(By.ID, "editor-keep-others").click()
+    brush(2)
+    tool("new")
+    drag(*spared_stroke)
     browser.save_screenshot(str(tmp_path / "editor.png"))
     tool("save")
     wait(browser, lambda d: editor.get_attribute("data-state") in ("saved", "error"), message="saved")
@@ -264,12 +272,15 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     expected[painted <= paint_radius - 1.5] = 4
     expected[erased <= erase_radius - 1.5] = 0
     expected[[30, 29, 30, 30, 31], [50, 50, 49, 51, 50]] = 5  # the dot, pixel by pixel
+    spared = distance_to_segments([spared_stroke])
+    expected[(spared <= 2 - 1.5) & (original == 0)] = 6
     unsure = ((painted > paint_radius - 1.5) & (painted <= paint_radius + 1.5)) | \
-             ((erased > erase_radius - 1.5) & (erased <= erase_radius + 1.5) & (original > 0))
+             ((erased > erase_radius - 1.5) & (erased <= erase_radius + 1.5) & (original > 0)) | \
+             ((spared > 2 - 1.5) & (spared <= 2 + 1.5) & (original == 0))
     sure = ~unsure
     # the save renumbers ids 1..N; the nuclei must correspond one to one on every sure pixel
     pairs = {(int(e), int(s)) for e, s in zip(expected[sure], stored[sure])}
-    assert len(pairs) == 5 and (0, 0) in pairs, sorted(pairs)  # background, the disc's rest, box 3, two new nuclei
+    assert len(pairs) == 6 and (0, 0) in pairs, sorted(pairs)  # background, the disc's rest, box 3, three new nuclei
     assert len(pairs) == len({e for e, _ in pairs}) == len({s for _, s in pairs})
     assert (stored[sure] == np.vectorize(dict(pairs).get)(expected[sure])).all()
     new_id, disc_id = dict(pairs)[4], dict(pairs)[1]
@@ -277,4 +288,5 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     assert set(np.unique(stored[unsure & (painted <= paint_radius + 1.5)])) <= {0, new_id}
     assert set(np.unique(stored[unsure & (erased <= erase_radius + 1.5)])) <= {0, disc_id}
     assert (stored[original == 2] == 0).all()  # the deleted nucleus is gone
-    assert listed[0]["count"] == 4
+    assert (stored[original == 3] == dict(pairs)[3]).all()  # box 3: restored by undo, spared by the last stroke
+    assert listed[0]["count"] == 5

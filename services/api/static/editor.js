@@ -14,6 +14,7 @@
   var brushInput = document.getElementById("editor-brush");
   var brushValue = document.getElementById("editor-brush-value");
   var showLabels = document.getElementById("editor-show-labels");
+  var keepOthers = document.getElementById("editor-keep-others");
 
   var FILL_ALPHA = 110;  // of 255: the image stays visible under the labels
   var UNDO_STEPS = 50;
@@ -154,6 +155,7 @@
 
   function stamp(fx, fy, value) {
     var cx = Math.floor(fx), cy = Math.floor(fy), r = brush(), box = stroke.box;
+    var spare = value !== 0 && keepOthers.checked;  // paint only background and the nucleus itself
     var x0 = Math.max(0, cx - r), x1 = Math.min(W - 1, cx + r), y0 = Math.max(0, cy - r), y1 = Math.min(H - 1, cy + r);
     for (var y = y0; y <= y1; y++) {
       var dy = y - cy;
@@ -161,7 +163,7 @@
         var dx = x - cx;
         if (dx * dx + dy * dy > r * r) { continue; }
         var i = y * W + x;
-        if (labels[i] === value) { continue; }
+        if (labels[i] === value || (spare && labels[i] !== 0)) { continue; }
         if (!stroke.changed.has(i)) { stroke.changed.set(i, labels[i]); }
         labels[i] = value;
       }
@@ -432,7 +434,11 @@
     if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undo(); return; }
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
     var keys = {n: "new", p: "paint", e: "erase", d: "delete"};
-    if (keys[event.key]) { choose(keys[event.key]); }
+    if (keys[event.key]) { choose(keys[event.key]); return; }
+    if (event.key === "[" || event.key === "]") {
+      brushInput.value = brush() + (event.key === "]" ? 1 : -1);
+      brushInput.dispatchEvent(new Event("input"));
+    }
   });
 
   window.addEventListener("resize", function () { sizeCanvas(); render(); });
