@@ -6,6 +6,7 @@ broker); production sets NUCLEUS_DATABASE_URL, NUCLEUS_BROKER_URL and NUCLEUS_S3
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,6 +102,8 @@ class Settings(BaseSettings):
     training_run_rate: str = "10/hour"  # per token, training runs started
     log_level: str = "INFO"
     log_json: bool = True
+    # The network's exported ONNX graphs, kept between processes (start-up); default: <user cache>/nucleus/onnx
+    graph_cache_dir: Path | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -117,6 +120,12 @@ class Settings(BaseSettings):
     @property
     def objects_folder(self) -> Path:
         return (self.data_dir / "objects").resolve()
+
+    @property
+    def graph_cache_folder(self) -> Path:
+        if self.graph_cache_dir is not None:
+            return self.graph_cache_dir
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nucleus" / "onnx"
 
     @property
     def embedded(self) -> bool:

@@ -8,8 +8,13 @@ float32, where ONNX Runtime's CPU kernels are faster than PyTorch's: on a 2-core
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,29 +43,63 @@ class TorchNetwork:
 
 
 class OnnxNetwork:
-    """A PyTorch module exported to ONNX in memory and run by ONNX Runtime on the CPU."""
+    """A PyTorch module exported to ONNX and run by ONNX Runtime on the CPU."""
 
-    def __init__(self, model: nn.Module, in_channels: int, maps: bool = True):
-        """`maps`: the model returns maps the size of its input (else one vector per image)."""
+    def __init__(self, graph: bytes):
         import onnxruntime
 
-        model = model.to(memory_format=torch.contiguous_format)
-        graph = io.BytesIO()
-        axes = {0: "batch", 2: "height", 3: "width"}
-        with warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of torch.export, which takes 25x longer (10 s)
-            # for this network and needs onnxscript; for a plain convolutional graph both give the same model.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(1, in_channels, 64, 64),), graph,
-                              input_names=["images"], output_names=["logits"],
-                              dynamic_axes={"images": axes, "logits": axes if maps else {0: "batch"}}, dynamo=False)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # as many as PyTorch was given (the worker sets it)
         options.inter_op_num_threads = 1
         # Spinning threads would keep the cores busy between calls, slowing the post-processing that follows.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(graph.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def cached(cls, build: Callable[[], nn.Module], in_channels: int, maps: bool = True,
+               cache_file: Path | None = None) -> "OnnxNetwork":
+        """The network `build()` makes, exported (`maps`: it returns maps the size of its input, else one vector
+        per image). Exporting costs more than the rest of a start-up, so with `cache_file` the graph is kept
+        there and read back next time; the caller names the file by everything the graph depends on."""
+        if cache_file is not None and cache_file.is_file():
+            try:
+                return cls(cache_file.read_bytes())
+            except Exception:  # a damaged or foreign file: export again and replace it
+                pass
+        graph = export_onnx(build(), in_channels, maps)
+        if cache_file is not None:
+            try:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
+                partial.write_bytes(graph)
+                os.replace(partial, cache_file)  # whole or absent, whatever other processes do
+            except OSError:
+                pass  # an unwritable cache only costs the export next time
+        return cls(graph)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         batch = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"images": batch})[0])
+
+
+def export_onnx(model: nn.Module, in_channels: int, maps: bool = True) -> bytes:
+    model = model.to(memory_format=torch.contiguous_format)
+    graph = io.BytesIO()
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export, which takes 25x longer (10 s)
+        # for this network and needs onnxscript; for a plain convolutional graph both give the same model.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, in_channels, 64, 64),), graph,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": axes, "logits": axes if maps else {0: "batch"}}, dynamo=False)
+    return graph.getvalue()
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """A digest of the model code (shared/model/*.py) and the torch version: an exported graph depends on both."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
