@@ -2,6 +2,7 @@
 
 - Heavy routes (label uploads, exports, plots, training runs) are limited per token (a signed-in
   person counts as the token they signed in with); the API route and its page share one budget.
+  Every label upload counts; of the others only those served (a run started, a file sent).
 - Image uploads count their files against `upload_rate_per_minute` per token.
 - Failed sign-ins and unknown bearer tokens are counted per client address and per token prefix;
   past `auth_failure_limit` they are answered 429. A valid token is never refused by this.
@@ -42,6 +43,12 @@ HEAVY_ROUTES = {
 }
 WHAT = {"label_upload_rate": "label uploads", "export_rate": "exports", "plot_rate": "plots",
         "training_run_rate": "training runs"}
+# These count only what was served (a refused request cost little); a label upload costs its decoding either way.
+COUNT_SUCCESSES_ONLY = {"export_rate", "plot_rate", "training_run_rate"}
+
+
+def _succeeded(response) -> bool:
+    return response.status_code < 400
 
 
 class RateLimited(ApiError):
@@ -74,6 +81,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
             continue
         parse(value)  # a malformed setting stops the start, not a request
         shared = limiter.shared_limit(value, scope=setting, key_func=_token_key,
+                                      deduct_when=_succeeded if setting in COUNT_SUCCESSES_ONLY else None,
                                       error_message=f"too many {WHAT[setting]}: at most {value} for this token")
         for endpoint in endpoints:
             if endpoint not in app.view_functions:
