@@ -1,7 +1,8 @@
 """Indexes for large experiments: an experiment's images in history order (alone, and after its condition
 or well filter), so a page, a filter or a deep page walks an index instead of sorting the experiment; and
-a result's nuclei in label order (replacing the index on result_id alone), so an export streams nuclei
-image by image without sorting millions of rows.
+an image's jobs by (created, id) (replacing the index on image_id alone), so "the image's newest job" is one
+index probe; a result's nuclei in label order (replacing the index on result_id alone), so an export streams
+nuclei image by image without sorting millions of rows.
 
 Revision ID: 0006
 Revises: 0005
@@ -27,6 +28,8 @@ IMAGE_INDEXES = {
 def upgrade() -> None:
     for name, columns in IMAGE_INDEXES.items():
         op.create_index(name, 'images', columns)
+    op.create_index('ix_jobs_image_created', 'jobs', ['image_id', 'created', 'id'])
+    op.drop_index('ix_jobs_image_id', table_name='jobs')
     op.create_index('ix_nuclei_result_label', 'nuclei', ['result_id', 'label'])
     op.drop_index('ix_nuclei_result_id', table_name='nuclei')
 
@@ -34,5 +37,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.create_index('ix_nuclei_result_id', 'nuclei', ['result_id'])
     op.drop_index('ix_nuclei_result_label', table_name='nuclei')
+    op.create_index('ix_jobs_image_id', 'jobs', ['image_id'])
+    op.drop_index('ix_jobs_image_created', table_name='jobs')
     for name in IMAGE_INDEXES:
         op.drop_index(name, table_name='images')

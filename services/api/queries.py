@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flask import request
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy.orm import Session, aliased
 
 from services.api.errors import ApiError
 from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
@@ -96,23 +96,33 @@ class ResultFilters:
         return [column.desc() if self.sort.startswith("-") else column.asc(), Image.created, Image.id]
 
 
-def current_job_id(version: str | None = None):
-    """The id of the image's newest job (an image has one per model version it was run with), or of its
-    newest job whose result `version` made; correlated with the outer query's Image."""
-    query = select(Job.id).where(Job.image_id == Image.id)
+def no_newer_job(version: str | None = None):
+    """True for the outer query's Job when it is its image's newest job (an image has one per model version
+    it was run with), or, with `version`, its newest job whose result that version made. Written as NOT
+    EXISTS so the database can answer it for a whole experiment at once (an anti-join) as well as one image
+    at a time through the jobs (image_id, created, id) index."""
+    newer = aliased(Job)
+    query = select(newer.id).where(newer.image_id == Job.image_id,
+                                   tuple_(newer.created, newer.id) > tuple_(Job.created, Job.id))
     if version is not None:
-        query = query.join(Result, Result.job_id == Job.id).where(Result.model_version == version)
-    return query.order_by(Job.created.desc(), Job.id.desc()).limit(1).correlate(Image).scalar_subquery()
+        newer_result = aliased(Result)
+        query = (query.join(newer_result, newer_result.job_id == newer.id)
+                 .where(newer_result.model_version == version))
+    return ~query.exists()
 
 
 def join_history(query: Select, with_result: bool = False, version: str | None = None) -> Select:
-    """Each image's current job (current_job_id) and its result: the one place where the history, exports
-    and plots meet jobs and results. The result is an outer join unless `with_result` (then images without
-    one drop out)."""
-    query = query.join(Job, Job.id == current_job_id(version))
-    if with_result:
-        return query.join(Result, Result.job_id == Job.id)
-    return query.outerjoin(Result, Result.job_id == Job.id)
+    """Each image's current job (no_newer_job) and its result: the one place where the history, exports
+    and plots meet jobs and results. The result is an outer join unless `with_result` or `version` (then
+    images without one drop out)."""
+    query = query.join(Job, Job.image_id == Image.id)
+    if version is not None:
+        query = query.join(Result, (Result.job_id == Job.id) & (Result.model_version == version))
+    elif with_result:
+        query = query.join(Result, Result.job_id == Job.id)
+    else:
+        query = query.outerjoin(Result, Result.job_id == Job.id)
+    return query.where(no_newer_job(version))
 
 
 def experiment_query(columns, experiment: Experiment, filters: ResultFilters, with_result: bool = False) -> Select:
@@ -167,12 +177,21 @@ def count_rows(session: Session, query: Select) -> int:
     return session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
 
 
+def _needs_jobs(filters: ResultFilters) -> bool:
+    """Whether the filters or the order read a job or a result (else the images alone decide the rows)."""
+    return filters.status is not None or filters.version is not None or (
+        filters.sort is not None and filters.sort.lstrip("-") in ("count", "status"))
+
+
 def page_of_results(session: Session, experiment: Experiment, filters: ResultFilters, page: Page) -> tuple[list[dict], int]:
     query = results_query(experiment, filters)
-    total = count_rows(session, query)
-    # The page's image ids first (an index walk that reads no rows), then whole rows for those ids only:
-    # a deep page does not load the rows it skips.
-    page_ids = query.with_only_columns(Image.id).order_by(*filters.order()).offset(page.offset).limit(page.per_page)
+    # Every image has a job, so unless a filter or the order reads jobs or results, the images alone give
+    # the total and the page's ids: an index-only walk of the experiment's images.
+    choosing = query if _needs_jobs(filters) else apply_filters(
+        select(Image.id).where(Image.experiment_id == experiment.id), filters)
+    total = count_rows(session, choosing)
+    # The page's image ids first, then whole rows for those ids only: a deep page does not load the rows it skips.
+    page_ids = choosing.with_only_columns(Image.id).order_by(*filters.order()).offset(page.offset).limit(page.per_page)
     rows = session.execute(query.where(Image.id.in_(page_ids)).order_by(*filters.order())).all()
     return [result_row(*row) for row in rows], total
 

@@ -86,8 +86,9 @@ class Job(Base):
     """Segmenting one image with one model version: the upload's job, then one per re-segmentation.
     Redeliveries and retries reuse it."""
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_image_created", "image_id", "created", "id"),)  # an image's jobs, newest last
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
     # the version asked for (a re-segmentation); None: the project's active version when the job runs
     model_version: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), index=True,
