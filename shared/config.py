@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     export_rate: str = "30/minute"  # per token, CSV/Parquet exports of results and nuclei
     plot_rate: str = "240/minute"  # per token, plot images
     training_run_rate: str = "10/hour"  # per token, training runs started
+    resegment_rate: str = "10/hour"  # per token, experiments sent to be segmented again
     log_level: str = "INFO"
     log_json: bool = True
     # The network's exported ONNX graphs, kept between processes (start-up); default: <user cache>/nucleus/onnx

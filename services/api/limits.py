@@ -1,6 +1,6 @@
 """Rate limits and throttling, all through one Flask-Limiter per app.
 
-- Heavy routes (label uploads, exports, plots, training runs) are limited per token (a signed-in
+- Heavy routes (label uploads, exports, plots, training runs, re-segmentations) are limited per token (a signed-in
   person counts as the token they signed in with); the API route and its page share one budget.
   Every label upload counts; of the others only those served (a run started, a file sent).
 - Image uploads count their files against `upload_rate_per_minute` per token.
@@ -36,15 +36,16 @@ TOKEN_PREFIX_CHARS = 12  # "nuc_" and 8 random characters: one token's guesses s
 # Heavy routes by the setting that limits them; the endpoints of one setting share its budget.
 HEAVY_ROUTES = {
     "label_upload_rate": ("api.post_labels", "web.upload_labels", "web.editor_save"),
-    "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet",
-                    "web.experiment_results_table", "web.experiment_nuclei_table"),
+    "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet", "api.experiment_archive_zip",
+                    "web.experiment_results_table", "web.experiment_nuclei_table", "web.experiment_archive_zip"),
     "plot_rate": ("web.experiment_plot", "web.image_area_plot"),
     "training_run_rate": ("api.post_training_run", "web.start_training"),
+    "resegment_rate": ("api.post_resegment", "web.resegment"),
 }
 WHAT = {"label_upload_rate": "label uploads", "export_rate": "exports", "plot_rate": "plots",
-        "training_run_rate": "training runs"}
+        "training_run_rate": "training runs", "resegment_rate": "re-segmentations"}
 # These count only what was served (a refused request cost little); a label upload costs its decoding either way.
-COUNT_SUCCESSES_ONLY = {"export_rate", "plot_rate", "training_run_rate"}
+COUNT_SUCCESSES_ONLY = {"export_rate", "plot_rate", "training_run_rate", "resegment_rate"}
 
 
 def _succeeded(response) -> bool:
