@@ -1,0 +1,121 @@
+"""A model line per project: a run trained and promoted in one project changes only that project's results;
+a new project starts on the `default` project's version, and a change there never moves a project that
+was already using another; the models list marks each project's active version; an admin activates any
+version in a project (rollback). Jobs run through the worker's pipeline in this process (one model cache
+serving several versions without a restart); the run executes with the trainer's code, tiny budget."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support import lines
+from tests.support.api import ApiHarness, nuclei_image
+from tests.test_resegment import sign_in
+
+
+@pytest.fixture
+def two_labs(use_settings, tmp_path, dsb_samples):
+    """Projects `alpha` and `beta`, each with one segmented image; `alpha` with two labelled images."""
+    from shared.config import get_settings
+    from shared.db.migrate import upgrade
+
+    use_settings(tmp_path, **lines.no_base_set(tmp_path), **lines.TINY_TRAINING)
+    upgrade()
+    harness = ApiHarness(get_settings())
+    labs = {}
+    for project in ("alpha", "beta"):
+        experiment = lines.experiment_in(project, f"{project}-plate")
+        image_id, job_id = lines.add_image(experiment, dsb_samples[0].path.read_bytes(), "first.png")
+        labs[project] = {"experiment": experiment, "first": lines.segment(job_id)}
+    for sample in dsb_samples[1:3]:
+        image_id, job_id = lines.add_image(labs["alpha"]["experiment"], sample.path.read_bytes(), sample.path.name)
+        lines.segment(job_id)
+        lines.add_label(image_id, lines.true_labels(sample))
+    return harness, labs
+
+
+def next_result(labs, project: str, seed: int) -> dict:
+    _image, job_id = lines.add_image(labs[project]["experiment"], nuclei_image(seed, size=96), f"n{seed}.png")
+    return lines.segment(job_id)
+
+
+def listed(admin, project: str | None = None) -> dict[str, dict]:
+    query = f"?per_page=1000&project={project}" if project else "?per_page=1000"
+    response = admin.get("/api/v1/models" + query)
+    assert response.status_code == 200, response.json
+    return {m["version"]: m for m in response.json["models"]}
+
+
+def active_listed(admin, project: str | None = None) -> list[str]:
+    return [v for v, m in listed(admin, project).items() if m["active"]]
+
+
+def test_a_promotion_in_one_project_changes_only_its_results(two_labs):
+    from services.worker.models import LOADED_MODELS, model_cache
+    from shared.db.models import Result
+    from shared.db.session import session_scope
+
+    harness, labs = two_labs
+    shipped = lines.shipped_version()
+    assert labs["alpha"]["first"]["model_version"] == labs["beta"]["first"]["model_version"] == shipped
+
+    run = lines.run_training("alpha", force_promote=True)
+    assert run["status"] == "done" and run["promoted"] is True, run
+    trained = run["version"]
+    assert lines.active_in("alpha") == trained
+    assert lines.active_in("beta") == lines.active_in("default") == shipped
+
+    assert next_result(labs, "alpha", 1)["model_version"] == trained  # no restart: the next job follows
+    assert next_result(labs, "beta", 2)["model_version"] == shipped
+    with session_scope() as session:
+        assert session.query(Result).filter(Result.model_version == trained).count() == 1
+        assert session.query(Result.model_version).filter(
+            Result.image_id == labs["beta"]["first"]["image_id"]).all() == [(shipped,)]
+
+    admin = harness.client("admin")
+    assert active_listed(admin, "alpha") == [trained]
+    assert active_listed(admin, "beta") == active_listed(admin) == [shipped]
+    line = listed(admin, "alpha")[trained]
+    assert line["project"] == "alpha" and line["parent"] == shipped and line["active_in"] == ["alpha"]
+    assert line["metrics"]["decision"] == "forced" and line["training_summary"]["user_images"] == 2
+    client, _ = sign_in(harness)  # the models page shows each project's line
+    html = client.get("/models").data.decode()
+    assert 'id="line-alpha"' in html and 'id="line-beta"' in html and trained in html
+
+    # the default project moves to the trained version: beta, which was following it, stays where it was;
+    # a project created afterwards starts on the default project's version
+    assert admin.post(f"/api/v1/models/{trained}/activate", json={"project": "default"}).status_code == 200
+    assert lines.active_in("default") == trained and lines.active_in("beta") == shipped
+    assert next_result(labs, "beta", 3)["model_version"] == shipped
+    lines.experiment_in("gamma")
+    assert lines.active_in("gamma") == trained and active_listed(admin, "gamma") == [trained]
+
+    # rollback in alpha only
+    back = admin.post(f"/api/v1/models/{shipped}/activate", json={"project": "alpha"})
+    assert back.status_code == 200 and back.json["active"] is True and "alpha" in back.json["active_in"]
+    assert next_result(labs, "alpha", 4)["model_version"] == shipped
+    assert lines.active_in("default") == trained
+    assert len(model_cache().loaded) <= LOADED_MODELS
+
+
+def test_activation_requests_are_checked(two_labs):
+    harness, _labs = two_labs
+    admin = harness.client("admin")
+    shipped = lines.shipped_version()
+    assert active_listed(admin, "alpha") == [shipped]
+    missing = admin.post(f"/api/v1/models/{shipped}/activate", json={"project": "nowhere"})
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "project_not_found"
+    assert admin.post(f"/api/v1/models/{shipped}/activate", json={"project": 7}).status_code == 400
+    assert admin.post(f"/api/v1/models/{shipped}/activate", json=["alpha"]).status_code == 400
+    assert admin.get("/api/v1/models?project=nowhere").status_code == 404
+    assert harness.client("uploader").post(f"/api/v1/models/{shipped}/activate",
+                                           json={"project": "alpha"}).status_code == 403
+    beta_viewer = harness.client("viewer", project="beta")
+    assert beta_viewer.get("/api/v1/models?project=alpha").status_code == 403
+    assert beta_viewer.get("/api/v1/models").json["project"] == "beta"
+    # runs: a project token's runs go to its project; an unknown project is refused
+    assert admin.post("/api/v1/training-runs", json={"project": "nowhere"}).status_code == 404
+    created = admin.post("/api/v1/training-runs", json={"project": "beta"})
+    assert created.status_code == 202
+    assert admin.get(f"/api/v1/training-runs/{created.json['id']}").json["project"] == "beta"
+    assert np.all([lines.active_in(p) == shipped for p in ("alpha", "beta", "default")])
