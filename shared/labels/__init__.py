@@ -53,7 +53,7 @@ def _from_zip(data: bytes, shape: tuple[int, int]) -> np.ndarray:
         other = next(entry.name for entry in found if not imagej.is_roi_name(entry.name))
         raise bad_labels(f"the zip mixes ImageJ ROIs (.roi) with other files ({other}); send a RoiSet or masks")
     if rois:
-        archive.check(data, found, imagej.MAX_ROI_BYTES, "ROI file")
+        archive.check(data, found, imagej.roi_entry_limit(shape), "ROI file for this image")
         return imagej.from_roiset(data, found, shape)
     archive.check(data, found, masks.mask_entry_limit(shape), "mask of this image")
     return masks.from_mask_zip(data, found, shape)

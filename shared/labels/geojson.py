@@ -19,11 +19,16 @@ import numpy as np
 from shared.labels.errors import LabelsTooLarge, bad_labels
 from shared.labels.raster import Outlines
 
-# JSON values (numbers, strings, arrays, objects) a GeoJSON may hold: this many, or one per two image pixels.
-MIN_VALUES = 250_000
+# JSON values (numbers, strings, arrays, objects) a GeoJSON may hold: this many, or one per four image pixels.
+# A value held while parsing costs at most about 64 bytes (an empty list), so 16 bytes per pixel; a vertex (two
+# values) costs about 150 bytes while its outline is filled, so about 19 bytes per pixel.
+MIN_VALUES = 100_000
+PIXELS_PER_VALUE = 4
 AREA_TYPES = ("Polygon", "MultiPolygon")
 DETECTION_TYPES = ("detection", "cell")
 SKIPPED_TYPES = ("tile", "tma_core", "root")
+_KEPT = ("type", "features", "objectType", "name")
+_EMPTY: dict = {}
 QUPATH_CLASS_TYPES = {"PathDetectionObject": "detection", "PathCellObject": "cell", "PathAnnotationObject": "annotation",
                       "PathTileObject": "tile", "TMACoreObject": "tma_core", "PathRootObject": "root"}
 
@@ -49,7 +54,7 @@ class Feature:
 
 def from_geojson(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     height, width = shape
-    limit = max(MIN_VALUES, height * width // 2)
+    limit = max(MIN_VALUES, height * width // PIXELS_PER_VALUE)
     values = data.count(b",") + data.count(b"[") + data.count(b"{") + 1
     if values > limit:
         raise LabelsTooLarge(f"the GeoJSON holds about {values} values; for a {width}x{height} image at most {limit}",
@@ -92,7 +97,8 @@ def _reduce(pairs: list[tuple[str, object]]):
         geometry = obj.get("geometry") if isinstance(obj.get("geometry"), Geometry) else None
         nucleus = obj.get("nucleusGeometry") if isinstance(obj.get("nucleusGeometry"), Geometry) else None
         return Feature(geometry, nucleus, str(object_type), name)
-    return obj
+    kept = {key: obj[key] for key in _KEPT if key in obj}  # a collection, or a feature's properties
+    return kept or _EMPTY
 
 
 def _rings(kind: str, coordinates) -> list[np.ndarray]:

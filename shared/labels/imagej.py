@@ -5,11 +5,16 @@ import numpy as np
 
 from shared.imageio import ImageError
 from shared.labels import archive
-from shared.labels.errors import bad_labels
+from shared.labels.errors import LabelsTooLarge, bad_labels
 from shared.labels.raster import Outlines
 
-MAX_ROI_BYTES = 4 << 20  # a freehand outline of ~300 000 points at sub-pixel precision
 ROI_MAGIC = b"Iout"
+
+
+def roi_entry_limit(shape: tuple[int, int]) -> int:
+    """The most bytes one ROI file may hold: 64 KiB (some 5 000 points at sub-pixel precision), or one byte per
+    two pixels of the image; a point costs about 150 bytes while its outline is filled."""
+    return max(64 << 10, shape[0] * shape[1] // 2)
 
 
 def is_roi(data: bytes) -> bool:
@@ -21,6 +26,8 @@ def is_roi_name(name: str) -> bool:
 
 
 def from_roi(data: bytes, shape: tuple[int, int]) -> np.ndarray:
+    if len(data) > roi_entry_limit(shape):
+        raise LabelsTooLarge(f"the ROI file holds {len(data)} bytes; for this image at most {roi_entry_limit(shape)}")
     outlines = Outlines(shape, "ROI")
     _add(outlines, data, "in the file")
     return outlines.labels

@@ -14,6 +14,9 @@ from shared.imageio import ImageError
 # The outlines of one upload together may cover the image (their bounding boxes and row crossings) this many
 # times over: nuclei hardly overlap, so more means outlines that are not nuclei, or a request built to cost time.
 MAX_COVERAGE = 32
+# An outline may cross a row of pixels this many times on average (a nucleus crosses each row twice, a few times
+# with holes or a ragged edge): this bounds the memory of filling one outline by its height, whatever its vertices.
+MAX_CROSSINGS_PER_ROW = 64
 
 
 class Outlines:
@@ -35,7 +38,7 @@ class Outlines:
         everything = np.concatenate(rings)
         self._check_inside(everything[:, 0].min(), everything[:, 0].max(),
                            everything[:, 1].min(), everything[:, 1].max(), name)
-        self._paint(_fill_polygon(rings, self.shape, self._spend, name))
+        self._paint(_fill_polygon(rings, self.shape, self._spend, name, self.what))
 
     def add_ellipse(self, left: float, top: float, width: float, height: float, name: str) -> None:
         """The ellipse inscribed in the box (left, top, width, height)."""
@@ -94,7 +97,7 @@ def _points(ring, name: str, what: str) -> np.ndarray:
     return points
 
 
-def _fill_polygon(rings: list[np.ndarray], shape: tuple[int, int], spend, name: str):
+def _fill_polygon(rings: list[np.ndarray], shape: tuple[int, int], spend, name: str, what: str):
     """(row slice, column slice, mask) of the pixels whose centres lie inside the rings, or None."""
     height, width = shape
     start = np.concatenate(rings)
@@ -107,9 +110,13 @@ def _fill_polygon(rings: list[np.ndarray], shape: tuple[int, int], spend, name: 
     stop = np.clip(np.ceil(high - 0.5), 0, height).astype(np.int64)
     spans = np.maximum(stop - first, 0)
     total = int(spans.sum())
-    spend(total, name)
     if total == 0:
         return None
+    rows_spanned = int(stop.max() - first.min())
+    if total > MAX_CROSSINGS_PER_ROW * rows_spanned + 4096:
+        raise ImageError(f"{what} {name} crosses each row of pixels {total / rows_spanned:.0f} times on average: not the "
+                         f"outline of a nucleus (at most {MAX_CROSSINGS_PER_ROW})", code="labels_too_complex")
+    spend(total, name)
     edge = np.repeat(np.arange(len(spans)), spans)
     row = first[edge] + (np.arange(total) - np.repeat(np.cumsum(spans) - spans, spans))
     y = row + 0.5
@@ -128,8 +135,9 @@ def _fill_polygon(rings: list[np.ndarray], shape: tuple[int, int], spend, name: 
     r_min, r_max, c_min, c_max = int(rows.min()), int(rows.max()) + 1, int(c0.min()), int(c1.max())
     box_width = c_max - c_min + 1
     spend((r_max - r_min) * box_width, name)
-    flat = np.concatenate([(rows - r_min) * box_width + (c0 - c_min), (rows - r_min) * box_width + (c1 - c_min)])
-    steps = np.bincount(flat, weights=np.concatenate([np.ones(len(c0)), -np.ones(len(c1))]),
-                        minlength=(r_max - r_min) * box_width)
-    inside = np.cumsum(steps.reshape(r_max - r_min, box_width), axis=1)[:, :-1] > 0.5
+    # +1 where a span starts, -1 where it ends: the spans of a row never overlap, so a running sum is 0 or 1.
+    steps = np.zeros((r_max - r_min) * box_width, dtype=np.int8)
+    np.add.at(steps, (rows - r_min) * box_width + (c0 - c_min), 1)
+    np.add.at(steps, (rows - r_min) * box_width + (c1 - c_min), -1)
+    inside = np.cumsum(steps.reshape(r_max - r_min, box_width), axis=1, dtype=np.int8)[:, :-1].astype(bool)
     return slice(r_min, r_max), slice(c_min, c_max), inside

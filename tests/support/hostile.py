@@ -184,6 +184,15 @@ def _roi_rect(left: int, top: int, right: int, bottom: int, name: str) -> bytes:
     return ImagejRoi(roitype=ROI_TYPE.RECT, name=name, left=left, top=top, right=right, bottom=bottom).tobytes()
 
 
+def _big_roi(shape: tuple[int, int], points: int) -> bytes:
+    from roifile import ImagejRoi
+
+    height, width = shape
+    angles = np.linspace(0, 2 * np.pi, points, endpoint=False)
+    ring = np.stack([width / 2 + width / 3 * np.cos(angles), height / 2 + height / 3 * np.sin(angles)], axis=1)
+    return ImagejRoi.frompoints(ring.astype(np.float32), name="big").tobytes()
+
+
 def _jpeg_declaring(width: int, height: int) -> bytes:
     from PIL import Image
 
@@ -219,12 +228,15 @@ def _zigzag(shape: tuple[int, int], vertices: int) -> bytes:
 
 def catalogue(shape: tuple[int, int]) -> list[Case]:
     """Every hostile label upload for an image of `shape` (height, width), with the refusal it must get."""
+    from shared.labels import geojson
+
     height, width = shape
     pixels = height * width
     gib = 1 << 30
     bomb = lambda: raw_zip([zeros_entry("masks/0001.png", 1536 * MiB)])  # noqa: E731
-    inner = lambda: raw_zip([zeros_entry("masks/0001.png", 256 * MiB, crc=0)])  # noqa: E731
+    inner = lambda: raw_zip([zeros_entry("masks/0001.png", 32 * MiB, crc=0)])  # noqa: E731
     many = max(1, int(1.1 * gib) // (pixels * 8))
+    values = max(geojson.MIN_VALUES, pixels // 2)
     return [
         Case("zip bomb: 1.5 MB inflating to 1.5 GiB in one mask", lambda: (bomb(), "masks.zip"), 413,
              "archive_too_large"),
@@ -240,9 +252,9 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
         Case("lying header: declares 64 KiB, deflate stream holds 1.5 GiB",
              lambda: (raw_zip([RawEntry("masks/0001.png", deflated_zeros(1536 * MiB), 64 << 10,
                                         crc32_of_zeros(64 << 10))]), "masks.zip"), 400, "unsupported_format"),
-        Case("nested: a zip of 256 MiB as a mask inside a zip",
+        Case("nested: a zip of 32 MiB as a mask inside a zip",
              lambda: (raw_zip([stored_entry("masks/inner.zip", inner())]), "masks.zip"), 400, "unsupported_format"),
-        Case("nested: a zip of 256 MiB as a ROI inside a RoiSet",
+        Case("nested: a zip of 32 MiB as a ROI inside a RoiSet",
              lambda: (raw_zip([stored_entry("0001-0001.roi", inner())]), "RoiSet.zip"), 400, "bad_labels"),
         Case("ROI entry inflating to 100 MiB", lambda: (raw_zip([zeros_entry("0001.roi", 100 * MiB, crc=0)]),
                                                         "RoiSet.zip"), 413, "archive_too_large"),
@@ -277,12 +289,18 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
         Case("undersize label: half the size", lambda: (png_bytes(_labels((height // 2, width // 2))), "labels.png"),
              400, "bad_labels"),
         Case("empty label", lambda: (png_bytes(np.zeros(shape, np.uint16)), "labels.png"), 400, "bad_labels"),
-        Case("GeoJSON of a million values", lambda: (b"[" + b"0," * 1_000_000 + b"0]", "cells.geojson"), 413,
+        Case("GeoJSON of twice the values allowed", lambda: (b"[" + b"0," * (2 * values) + b"0]", "cells.geojson"), 413,
              "geojson_too_large"),
-        Case("GeoJSON nested 100 000 deep", lambda: (b"[" * 100_000 + b"]" * 100_000, "cells.geojson"), 400,
+        Case("GeoJSON of empty objects, just under the value limit",
+             lambda: (b"[" + b"{}," * (values // 2 - 10) + b"{}]", "cells.geojson"), 400, "bad_geojson"),
+        Case("GeoJSON of empty lists, just under the value limit",
+             lambda: (b"[" + b"[]," * (values // 2 - 10) + b"[]]", "cells.geojson"), 400, "bad_geojson"),
+        Case("GeoJSON nested 50 000 deep", lambda: (b"[" * 50_000 + b"]" * 50_000, "cells.geojson"), 400,
              "bad_geojson"),
-        Case("GeoJSON zigzag polygon crossing every row 50 000 times", lambda: (_zigzag(shape, 50_000), "x.geojson"),
+        Case("GeoJSON zigzag polygon crossing every row 20 000 times", lambda: (_zigzag(shape, 20_000), "x.geojson"),
              400, "labels_too_complex"),
+        Case("single .roi file of a million points", lambda: (_big_roi(shape, 1_000_000), "big.roi"), 413,
+             "labels_too_large"),
         Case("RoiSet of 2000 ROIs each covering the image",
              lambda: (raw_zip([stored_entry(f"{i:04d}.roi", _roi_rect(0, 0, width, height, str(i)))
                                for i in range(2000)]), "RoiSet.zip"), 400, "labels_too_complex"),
