@@ -70,7 +70,9 @@ SCHEMAS = {
         "type": "object", "required": ["id", "status", "image_id", "error"],
         "properties": {"id": {"type": "string"}, "status": STATUS, "image_id": {"type": "string"},
                        "error": NULLABLE_STRING, "attempts": {"type": "integer"}, "created": NULLABLE_STRING,
-                       "started": NULLABLE_STRING, "finished": NULLABLE_STRING},
+                       "started": NULLABLE_STRING, "finished": NULLABLE_STRING,
+                       "model_version": {**NULLABLE_STRING, "description": "the version a re-segmentation asked "
+                                                                          "for; null: the project's active one"}},
     },
     "Image": {
         "type": "object", "required": ["id", "experiment", "filename", "sha256", "status", "job_id"],

@@ -21,7 +21,7 @@ def show_job(job_id: str):
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return jsonify({"id": job.id, "status": job.status.value, "image_id": job.image_id, "error": job.error,
-                    "attempts": job.attempts,
+                    "attempts": job.attempts, "model_version": job.model_version,
                     "created": iso(job.created),
                     "started": iso(job.started),
                     "finished": iso(job.finished)})
