@@ -118,6 +118,9 @@ def test_exports_are_limited_per_token_across_api_and_pages(harness, admin, expe
     refused = read(page.get(f"/experiments/{experiment}/nuclei.csv"))
     assert refused.status_code == 429 and "Retry-After" in refused.headers
     assert bearer(api, other, f"/api/v1/experiments/{experiment}/nuclei.csv").status_code == 200  # its own budget
+    results = f"/api/v1/experiments/{experiment}/results"
+    assert bearer(api, token, results).status_code == 200  # a page of results is no export
+    assert_throttled(bearer(api, token, results + "?format=csv"), "rate_limited")
 
 
 def test_plots_are_limited(harness, experiment):

@@ -37,6 +37,7 @@ TOKEN_PREFIX_CHARS = 12  # "nuc_" and 8 random characters: one token's guesses s
 HEAVY_ROUTES = {
     "label_upload_rate": ("api.post_labels", "web.upload_labels", "web.editor_save"),
     "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet", "api.experiment_archive_zip",
+                    "api.experiment_results",
                     "web.experiment_results_table", "web.experiment_nuclei_table", "web.experiment_archive_zip"),
     "plot_rate": ("web.experiment_plot", "web.image_area_plot"),
     "training_run_rate": ("api.post_training_run", "web.start_training"),
@@ -44,6 +45,8 @@ HEAVY_ROUTES = {
 }
 WHAT = {"label_upload_rate": "label uploads", "export_rate": "exports", "plot_rate": "plots",
         "training_run_rate": "training runs", "resegment_rate": "re-segmentations"}
+# Requests of these endpoints that are not heavy: the results list is an export only as ?format=csv|parquet.
+EXEMPT_WHEN = {"api.experiment_results": lambda: request.args.get("format", "json") == "json"}
 # These count only what was served (a refused request cost little); a label upload costs its decoding either way.
 COUNT_SUCCESSES_ONLY = {"export_rate", "plot_rate", "training_run_rate", "resegment_rate"}
 
@@ -81,14 +84,16 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         if not value:
             continue
         parse(value)  # a malformed setting stops the start, not a request
-        shared = limiter.shared_limit(value, scope=setting, key_func=_token_key,
-                                      deduct_when=_succeeded if setting in COUNT_SUCCESSES_ONLY else None,
-                                      error_message=f"too many {WHAT[setting]}: at most {value} for this token")
         for endpoint in endpoints:
             if endpoint not in app.view_functions:
                 log.warning("no route %s to rate-limit by %s", endpoint, setting)
                 continue
-            app.view_functions[endpoint] = shared(app.view_functions[endpoint])
+            # one scope per setting: every endpoint of a setting draws on the same budget
+            limit = limiter.shared_limit(value, scope=setting, key_func=_token_key,
+                                         exempt_when=EXEMPT_WHEN.get(endpoint),
+                                         deduct_when=_succeeded if setting in COUNT_SUCCESSES_ONLY else None,
+                                         error_message=f"too many {WHAT[setting]}: at most {value} for this token")
+            app.view_functions[endpoint] = limit(app.view_functions[endpoint])
 
     @app.errorhandler(RateLimitExceeded)
     def _rate_limited(exc: RateLimitExceeded):

@@ -228,8 +228,9 @@ RESPONSES = {
     }.items()
 }
 RESPONSES["Unavailable"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
-RESPONSES["RateLimited"] = _json(_ref("Error"), "Over the upload rate limit (files per minute per token); "
-                                                "retry after `Retry-After` seconds")
+RESPONSES["RateLimited"] = _json(_ref("Error"), "Over a rate limit (uploads, label uploads, exports, training runs "
+                                                "per token) or too many unknown tokens from this client; retry after "
+                                                "`Retry-After` seconds")
 RESPONSES["RateLimited"]["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
 
 PARAMETERS = {
@@ -266,7 +267,8 @@ def _params(*names: str) -> list[dict]:
     return [{"$ref": f"#/components/parameters/{n}"} for n in names]
 
 
-AUTH_ERRORS = {"401": _error("Unauthorized"), "403": _error("Forbidden"), "503": _error("Unavailable")}
+AUTH_ERRORS = {"401": _error("Unauthorized"), "403": _error("Forbidden"), "429": _error("RateLimited"),
+               "503": _error("Unavailable")}
 
 
 def _file(mimetype: str, description: str) -> dict:
