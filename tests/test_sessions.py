@@ -68,7 +68,11 @@ def test_a_session_ends_with_its_lifetime(harness):
     with harness.session() as session:
         newest = session.scalars(select(WebSession).order_by(WebSession.created.desc())).first()
         newest.created -= timedelta(hours=harness.settings.session_lifetime_hours, seconds=1)
+        expired = newest.id_hash
     assert client.get("/").status_code == 302
+    sign_in(harness.app, harness.token("viewer"))
+    with harness.session() as session:
+        assert session.get(WebSession, expired) is None  # a sign-in clears away ended sessions
 
 
 def test_secure_cookies_and_hsts_behind_tls(harness):

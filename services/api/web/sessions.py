@@ -8,6 +8,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app, session
+from sqlalchemy import delete
 
 from services.api.access import Principal
 from services.api.database import db
@@ -35,6 +36,7 @@ def start_session(token: Token) -> None:
     csrf = session.get(CSRF_KEY)
     session.clear()
     session_id = secrets.token_urlsafe(32)
+    db().execute(delete(WebSession).where(WebSession.created < utcnow() - lifetime()))  # ended sessions go
     db().add(WebSession(id_hash=_hash(session_id), token_id=token.id))
     db().commit()
     session.permanent = True  # the cookie expires with the session's lifetime
