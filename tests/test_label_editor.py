@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from shared.imageio import decode
-from tests.support.api import csrf_from, nuclei_image, png_bytes
+from tests.support.api import csrf_from, nuclei_image, png_bytes, tiff_bytes
 from tests.test_browser import browser, wait  # noqa: F401  (one way to drive Debian's chromium)
 
 WIDTH, HEIGHT = 96, 64  # not square: the canvas must keep the aspect ratio
@@ -83,6 +83,20 @@ def test_editor_loads_the_image_and_starts_from_the_result_then_the_newest_label
     assert response.headers["X-Label-Source"] == f"label {stored.json['id']}"
     assert "Content-Encoding" not in response.headers
     assert (ids_of(response, 32, 32) == mine).all()
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint16, 4000), (np.uint8, 255), (np.float32, 1.0)])
+def test_editor_image_is_stretched_as_the_overlay(harness, admin, experiment, dtype, top):
+    from shared.model.preprocess import normalize
+
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((30, 40)) * top * 0.3).astype(dtype)
+    pixels[5:15, 10:30] = top
+    row = upload(admin, experiment, tiff_bytes(pixels))
+    client, _csrf = signed_in(harness)
+    shown = decode(client.get(f"/images/{row['id']}/editor/image.png").data)
+    expected = (np.clip(normalize(pixels).transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)[..., 0]
+    assert shown.shape == (30, 40) and (shown == expected).all()
 
 
 def test_editor_save_goes_through_label_acceptance(harness, admin, experiment):
