@@ -251,6 +251,7 @@
 
   function choose(name) {
     if (name === "new") {
+      if (!labels) { say("Still loading…"); return; }  // ids above the loaded ones are not known yet
       activeId = ++maxId;
       name = "paint";
       say("New nucleus " + activeId + ": paint it.");
