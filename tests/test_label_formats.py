@@ -272,11 +272,31 @@ def test_the_scanline_fill_matches_skimage_on_random_polygons():
         outlines = Outlines((HEIGHT, WIDTH), "test")
         try:
             outlines.add_polygon([ring], "random")
+            filled = outlines.labels > 0
         except Exception as exc:  # wholly outside the image: refused, and skimage agrees there is nothing
             assert getattr(exc, "code", None) == "outside_image"
             assert not polygon_mask(ring).any()
             continue
-        assert np.array_equal(outlines.labels > 0, polygon_mask(ring))
+        assert np.array_equal(filled, polygon_mask(ring))
+
+
+def test_many_outlines_filled_together_keep_their_order():
+    """Outlines are filled in batches; a later one still lies over an earlier one, across batches too."""
+    rng = np.random.default_rng(11)
+    outlines = Outlines((HEIGHT, WIDTH), "test", batch=50)  # a few outlines' points, crossings or pixels at once
+    expected = np.zeros((HEIGHT, WIDTH), np.uint32)
+    given = 0  # outlines take ids in the order they are given
+    for i in range(1, 3001):
+        x, y = rng.uniform(0, WIDTH - 1), rng.uniform(0, HEIGHT - 1)
+        ring = np.array([[x, y], [x + rng.uniform(2, 9), y + 0.3], [x + 1.7, y + rng.uniform(2, 9)]])
+        outlines.add_polygon([ring], str(i))
+        given += 1
+        expected[polygon_mask(ring)] = given
+        if i % 1000 == 0:  # an ellipse between batches of polygons
+            outlines.add_ellipse(x, y, 7.3, 5.1, f"oval {i}")
+            given += 1
+            expected[ellipse_mask(x, y, 7.3, 5.1)] = given
+    assert np.array_equal(outlines.labels, expected)
 
 
 def test_outlines_that_cover_the_image_many_times_over_are_refused():
@@ -285,4 +305,5 @@ def test_outlines_that_cover_the_image_many_times_over_are_refused():
     with pytest.raises(Exception) as refused:
         for i in range(1000):
             outlines.add_polygon([whole], f"#{i}")
+        outlines.labels
     assert refused.value.code == "labels_too_complex" and "times over" in refused.value.message
