@@ -14,28 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.image_errors import ImageError, ImageTooLarge  # noqa: F401 - where callers find them
+
 DEFAULT_MAX_PIXELS = 250_000_000
 # A TIFF stack (planes, channels, wide samples) may hold more than one value per pixel of its largest allowed
 # plane, but not more bytes than this many per allowed pixel: a 4-channel float32 image of the largest size.
 MAX_BYTES_PER_PIXEL = 16
-
-
-class ImageError(ValueError):
-    """The bytes are not an image this product can use. `code` is a stable machine-readable reason."""
-
-    status = 400
-
-    def __init__(self, message: str, code: str = "invalid_image"):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class ImageTooLarge(ImageError):
-    status = 413
-
-    def __init__(self, message: str):
-        super().__init__(message, code="image_too_large")
 
 
 def sniff_format(data: bytes) -> str | None:

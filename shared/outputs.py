@@ -41,14 +41,17 @@ def overlay_png(image: np.ndarray, labels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def nuclei_csv(rows: list[dict], extra: dict | None = None) -> str:
-    """One line per nucleus; `extra` adds constant leading columns (image_id, filename, condition...)."""
+def nuclei_csv(rows: list[dict], extra: dict | None = None, measure_columns: list[str] | tuple = ()) -> str:
+    """One line per nucleus; `extra` adds constant leading columns (image_id, filename, condition...),
+    `measure_columns` trailing ones from each row's `measures` (per-channel intensities, µm shapes)."""
     extra = extra or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*extra.keys(), *COLUMNS])
+    writer.writerow([*extra.keys(), *COLUMNS, *measure_columns])
     for row in rows:
-        writer.writerow([*extra.values(), *(_fmt(row[c]) for c in COLUMNS)])
+        measures = row.get("measures") or {}
+        writer.writerow([*extra.values(), *(_fmt(row[c]) for c in COLUMNS),
+                         *(_fmt(measures.get(c)) for c in measure_columns)])
     return buffer.getvalue()
 
 

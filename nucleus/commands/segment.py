@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from shared.read_options import READ_HELP, ReadOptions, check_pixel_size, parse_channel, parse_scene, parse_z
+
 SUMMARY_COLUMNS = ("image", "path", "width", "height", "count", "area_mean", "area_median", "area_min", "area_max",
                    "model_version", "error")
 # What a folder is searched for (case-insensitive); a file named on the command line is read whatever its name.
@@ -98,10 +100,22 @@ def check_collisions(images: list[Path]) -> None:
               help="Median nucleus diameter in pixels; skips measuring it with the size model.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Model weights (default: the shipped model).")
-@click.option("--channel", type=int, default=None, help="Channel to segment in multi-channel images (0-based).")
+@click.option("--channel", metavar="NAME|N", default=None, callback=lambda _c, _p, v: _checked(parse_channel, v),
+              help=READ_HELP["channel"])
+@click.option("--z", "z", metavar="max|N", default="max", callback=lambda _c, _p, v: _checked(parse_z, v),
+              help=READ_HELP["z"])
+@click.option("--t", "t", metavar="N", type=click.IntRange(min=0), default=0, help=READ_HELP["t"])
+@click.option("--scene", metavar="N|NAME", default="0", callback=lambda _c, _p, v: _checked(parse_scene, v),
+              help=READ_HELP["scene"])
+@click.option("--pixel-size", "pixel_size", metavar="UM", default=None,
+              callback=lambda _c, _p, v: _checked(check_pixel_size, v), help=READ_HELP["pixel_size"])
+@click.option("--columns", type=click.Choice(["native", "cellprofiler"]), default="native", show_default=True,
+              help="Column names of the nuclei tables: native, or CellProfiler's (ImageNumber, ObjectNumber, "
+                   "AreaShape_Area, Intensity_MeanIntensity_<channel>, ...).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N (default: GPU if present).")
 def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple[str, ...], overlay: bool,
-            diameter: float | None, weights: Path | None, channel: int | None, device: str | None):
+            diameter: float | None, weights: Path | None, channel: str | int | None, z: str | int, t: int,
+            scene: str | int, pixel_size: float | None, columns: str, device: str | None):
     """Segment IMAGES (files, or folders of images), writing per image the label outputs and a nuclei table,
     and one summary table."""
     images = find_images(inputs, recursive, out)
@@ -115,16 +129,23 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
     from tqdm import tqdm
 
     from shared.config import get_settings
-    from shared.imageio import ImageError, read_image
-    from shared.measure import area_summary, measure_nuclei
+    from shared.imageio import ImageError
+    from shared.measure import area_summary, measure_columns, measure_nuclei
+    from shared.read_options import channel_columns
+    from shared.reading import read_picture
     from shared.model.segmenter import Segmenter
 
-    segmenter = Segmenter.from_settings(weights, get_settings(), device=device)
+    settings = get_settings()
+    reading = ReadOptions(channel=channel, z=z, t=t, scene=scene, pixel_size_um=pixel_size)
+    segmenter = Segmenter.from_settings(weights, settings, device=device)
     rows, failures = [], 0
-    for path in tqdm(images, desc="segmenting", unit="image", file=sys.stderr, disable=len(images) < 2):
+    for number, path in enumerate(tqdm(images, desc="segmenting", unit="image", file=sys.stderr,
+                                       disable=len(images) < 2), start=1):
         row = {"image": path.stem, "path": str(path), "model_version": segmenter.version}
         try:
-            image = read_image(path, channel=channel)
+            picture = read_picture(path, reading, max_pixels=settings.max_pixels,
+                                   max_bytes=settings.max_upload_bytes)
+            image = picture.nuclear
             labels = segmenter.segment(image, diameter=diameter)
         except (ImageError, OSError) as exc:
             failures += 1
@@ -132,8 +153,11 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
             click.echo(f"error: {path}: {exc}", err=True)
             rows.append(row)
             continue
-        nuclei = measure_nuclei(labels, image)
-        write_outputs(planned[path], image, labels, nuclei, path.stem, pixel_size_um=None)
+        suffixes = channel_columns(picture.channel_names)
+        nuclei = measure_nuclei(labels, image, picture.channels, suffixes, picture.pixel_size_um)
+        leading = {"image_number": number, "image": path.stem} if columns == "cellprofiler" else {"image": path.stem}
+        write_outputs(planned[path], image, labels, nuclei, leading, pixel_size_um=picture.pixel_size_um,
+                      measured=measure_columns(suffixes, picture.pixel_size_um), columns=columns)
         areas = area_summary(nuclei)
         row.update(width=image.shape[1], height=image.shape[0], count=len(nuclei),
                    **{f"area_{k}": (round(v, 2) if v is not None else None) for k, v in areas.items()})
@@ -148,14 +172,25 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
         raise SystemExit(1)
 
 
-def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], stem: str,
-                  pixel_size_um: float | None) -> None:
+def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], leading: dict,
+                  pixel_size_um: float | None, measured: list[str] = (), columns: str = "native") -> None:
     from shared import outputs
+    from shared.cellprofiler import rename_csv_header
 
-    table = outputs.nuclei_csv(nuclei, {"image": stem})
-    paths["nuclei_csv"].write_text(table)
+    table = outputs.nuclei_csv(nuclei, leading, measured)
+    paths["nuclei_csv"].write_text(table if columns == "native" else rename_csv_header(table, columns))
     if "overlay" in paths:
         paths["overlay"].write_bytes(outputs.overlay_png(image, labels))
     for fmt in outputs.LABEL_FORMATS:
         if fmt in paths:
             paths[fmt].write_bytes(outputs.label_file(fmt, labels, pixel_size_um, table))
+
+
+def _checked(parse, value):
+    """A reading option checked with shared.read_options, its refusal shown as click's usage error."""
+    from shared.image_errors import ImageError
+
+    try:
+        return parse(value)
+    except ImageError as exc:
+        raise click.BadParameter(exc.message) from None

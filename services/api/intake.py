@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 import os
 from dataclasses import dataclass, field
@@ -22,14 +21,19 @@ from services.api.errors import ApiError
 from shared.config import Settings
 from shared.db.models import Experiment, Image, Job, JobStatus
 from shared.db.session import session_scope
-from shared.imageio import ImageError, decode
+from shared.imageio import ImageError
+from shared.read_options import (ReadOptions, check_pixel_size, parse_channel, parse_index, parse_scene,
+                                 parse_z)
+from shared.reading import read_picture
 from shared.jobs import write_scope
 from shared.storage import ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 TEXT_FIELDS = {"condition": 200, "well": 20, "plate": 200, "site": 20}
-KNOWN_FIELDS = {*TEXT_FIELDS, "channel", "pixel_size_um", "file", "csrf_token"}
+# How to read each file: the nuclear channel (name or index), Z ('max' or a plane), T, scene, pixel size.
+READING_FIELDS = ("channel", "z", "t", "scene", "pixel_size_um")
+KNOWN_FIELDS = {*TEXT_FIELDS, *READING_FIELDS, "file", "csrf_token"}
 # Other form fields (e.g. an ingester's `instrument_channel`) are kept as free metadata.
 EXTRA_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_EXTRA_FIELDS, MAX_EXTRA_LENGTH = 20, 200
@@ -42,8 +46,7 @@ class Metadata:
     well: str | None = None
     plate: str | None = None
     site: str | None = None
-    channel: int | None = None
-    pixel_size_um: float | None = None
+    reading: ReadOptions = field(default_factory=ReadOptions)
     extra: dict = field(default_factory=dict)
 
 
@@ -55,6 +58,10 @@ class CheckedFile:
     size: int
     width: int
     height: int
+    channel: int | None           # index of the nuclear channel (None: an RGB photo segmented as colour)
+    channel_names: list[str]
+    pixel_size_um: float | None   # the given one, else the file's
+    reading: dict                 # how it was read (channel_name, z, t, scene), kept in Image.extra
 
 
 def _text_field(form: MultiDict, name: str, limit: int) -> str | None:
@@ -79,22 +86,21 @@ def parse_metadata(form: MultiDict) -> Metadata:
         value = _text_field(form, name, MAX_EXTRA_LENGTH)
         if value is not None:
             meta.extra[name] = value
-    channel = (form.get("channel") or "").strip()
-    if channel:
-        if not channel.isdigit() or int(channel) > 1024:
-            raise ApiError(400, "invalid_field", f"channel must be a whole number from 0, not {channel!r}",
-                           field="channel")
-        meta.channel = int(channel)
-    pixel_size = (form.get("pixel_size_um") or "").strip()
-    if pixel_size:
-        try:
-            meta.pixel_size_um = float(pixel_size)
-        except ValueError:
-            meta.pixel_size_um = None
-        if meta.pixel_size_um is None or not math.isfinite(meta.pixel_size_um) or meta.pixel_size_um <= 0:
-            raise ApiError(400, "invalid_field", f"pixel_size_um must be a positive number, not {pixel_size!r}",
-                           field="pixel_size_um")
+    meta.reading = parse_reading(form)
     return meta
+
+
+def parse_reading(form: MultiDict) -> ReadOptions:
+    fields = {name: (form.get(name) or "").strip() for name in READING_FIELDS}
+    parsers = {"channel": parse_channel, "z": parse_z, "t": lambda v: parse_index("t", v, 0), "scene": parse_scene,
+               "pixel_size_um": check_pixel_size}
+    values = {}
+    for name, parse in parsers.items():
+        try:
+            values[name] = parse(fields[name])
+        except ImageError as exc:
+            raise ApiError(400, "invalid_field", f"{name}: {exc.message}", field=name) from None
+    return ReadOptions(**values)
 
 
 def clean_filename(raw: str | None) -> str:
@@ -127,11 +133,14 @@ def check_files(uploads: list[FileStorage], meta: Metadata, settings: Settings) 
         filename = clean_filename(upload.filename)
         data, sha = _read_and_hash(upload, filename, settings.max_upload_bytes)
         try:
-            image = decode(data, channel=meta.channel, max_pixels=settings.max_pixels)
+            picture = read_picture(data, meta.reading, max_pixels=settings.max_pixels, filename=filename)
         except ImageError as exc:
             raise ApiError(exc.status, exc.code, f"{filename}: {exc.message}", filename=filename) from None
-        checked.append(CheckedFile(filename, upload, sha, len(data), width=image.shape[1], height=image.shape[0]))
-        del image, data
+        checked.append(CheckedFile(filename, upload, sha, len(data), width=picture.nuclear.shape[1],
+                                   height=picture.nuclear.shape[0], channel=picture.channel,
+                                   channel_names=picture.channel_names, pixel_size_um=picture.pixel_size_um,
+                                   reading=picture.record()))
+        del picture, data
     return checked
 
 
@@ -171,7 +180,8 @@ def record_image(database_url: str, experiment_id: int, item: CheckedFile, meta:
             image = Image(experiment_id=experiment_id, sha256=item.sha256, object_key=f"uploads/{item.sha256}",
                           filename=item.filename, width=item.width, height=item.height, size_bytes=item.size,
                           condition=meta.condition, well=meta.well, plate=meta.plate, site=meta.site,
-                          channel=meta.channel, pixel_size_um=meta.pixel_size_um, extra=dict(meta.extra))
+                          channel=item.channel, pixel_size_um=item.pixel_size_um,
+                          channel_names=list(item.channel_names), extra={**meta.extra, **item.reading})
             session.add(image)
             session.flush()
             job = Job(image_id=image.id, status=JobStatus.queued)

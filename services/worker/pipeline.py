@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from shared import jobs
 from shared.config import get_settings
-from shared.imageio import ImageError, decode
+from shared.imageio import ImageError
 from shared.storage import ObjectNotFound, StorageUnavailable, get_store
 
 from services.worker.metrics import observe_result
@@ -80,7 +80,8 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
 
 
 def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
-    from shared.measure import area_summary, measure_nuclei
+    from shared.measure import area_summary, measure_columns, measure_nuclei
+    from shared.read_options import channel_columns
     from shared.outputs import labels_tiff, nuclei_csv, overlay_png
     from services.worker.models import VersionUnavailable, model_cache
 
@@ -91,10 +92,8 @@ def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
         data = store.get(job.object_key)
     except ObjectNotFound:
         raise PermanentFailure(f"the uploaded file is missing from the object store ({job.object_key})") from None
-    try:
-        image = decode(data, channel=job.channel, max_pixels=settings.max_pixels)
-    except ImageError as exc:
-        raise PermanentFailure(f"{exc.code}: {exc.message}") from None
+    picture = read_as_uploaded(data, job.image_id, settings)
+    image = picture.nuclear
 
     try:
         segmenter = model_cache().current(job.job_id)  # this task keeps this model even if another becomes active
@@ -104,16 +103,47 @@ def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
     labels = segmenter.segment(image)
     seconds_model = time.perf_counter() - model_started
 
-    rows = measure_nuclei(labels, image)
+    suffixes = channel_columns(picture.channel_names)
+    rows = measure_nuclei(labels, image, picture.channels, suffixes, picture.pixel_size_um)
+    measured = measure_columns(suffixes, picture.pixel_size_um)
     areas = area_summary(rows)
     keys = result_keys(job.job_id)
     extra = {"image_id": job.image_id, "filename": job.filename, "condition": job.condition or "",
              "well": job.well or ""}
     store.put(keys["labels_key"], labels_tiff(labels), content_type="image/tiff")
     store.put(keys["overlay_key"], overlay_png(image, labels), content_type="image/png")
-    store.put(keys["nuclei_csv_key"], nuclei_csv(rows, extra).encode(), content_type="text/csv")
+    store.put(keys["nuclei_csv_key"], nuclei_csv(rows, extra, measured).encode(), content_type="text/csv")
     result = {"image_id": job.image_id, "model_version": segmenter.version, "count": len(rows),
               "area_mean": areas["mean"], "area_median": areas["median"], "area_min": areas["min"],
               "area_max": areas["max"], "seconds_model": seconds_model,
-              "seconds_total": time.perf_counter() - started, **keys}
+              "seconds_total": time.perf_counter() - started, "measure_columns": measured, **keys}
     return result, rows
+
+
+def read_as_uploaded(data: bytes, image_id: str, settings):
+    """The file read as its upload chose (nuclear channel, Z, T, scene, pixel size: the Image row keeps them).
+    An image recorded before channels were named (no channel_names) and with no channel chosen is read as it
+    was then: its first channel."""
+    from sqlalchemy import select
+
+    from shared.db.models import Image
+    from shared.db.session import session_scope
+    from shared.read_options import OptionError, ReadOptions, parse_index, parse_scene, parse_z
+    from shared.reading import read_picture
+
+    with session_scope() as session:
+        channel, pixel_size, names, extra = session.execute(
+            select(Image.channel, Image.pixel_size_um, Image.channel_names, Image.extra).where(Image.id == image_id)
+        ).one()
+    extra = extra or {}
+    try:
+        options = ReadOptions(channel=channel, z=parse_z(extra.get("z")), t=parse_index("t", extra.get("t"), 0),
+                              scene=parse_scene(extra.get("scene")), pixel_size_um=pixel_size)
+        try:
+            return read_picture(data, options, max_pixels=settings.max_pixels)
+        except OptionError as exc:
+            if exc.code != "channel_required" or names:
+                raise
+            return read_picture(data, replace(options, channel=0), max_pixels=settings.max_pixels)
+    except ImageError as exc:
+        raise PermanentFailure(f"{exc.code}: {exc.message}") from None
