@@ -133,6 +133,9 @@ def sizeable():
     url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_exports")
     scale.build(url, images=200, nuclei=150_000)
     yield url, scale.admin_token(url)
+    from shared.db.session import get_engine
+
+    get_engine(url).dispose()
     servers.drop_database(url)
 
 
@@ -145,8 +148,8 @@ def test_a_sizeable_export_streams_in_flat_memory(sizeable, table):
     url, token = sizeable
     figures = scale.export(url, token, f"/api/v1/experiments/{scale.EXPERIMENT}/{table}")
     assert figures["rows"] == 150_000
-    growth = figures["rss_peak_mb"] - figures["rss_before_mb"]
-    # whole-table builds grow by hundreds of MB here (150,000 rows of 27 Python objects, or the CSV text)
-    assert growth < 80, figures
+    growth = figures["rss_peak_mb"] - figures["rss_before_mb"]  # after a warm-up export of an eighth of the rows
+    # a whole-table build grows by hundreds of MB here (150,000 rows of 27 Python objects, or the CSV text)
+    assert growth < 40, figures
     if table.endswith(".csv"):
-        assert figures["bytes"] > 25 * 2 ** 20 and growth < figures["bytes"] / 2 ** 20, figures
+        assert figures["bytes"] > 25 * 2 ** 20 and growth < figures["bytes"] / 2 ** 20 / 2, figures

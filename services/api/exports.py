@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from flask import Response, stream_with_context
-from sqlalchemy import cast, func, Text
+from sqlalchemy import String, Text, cast, func, type_coerce
 from sqlalchemy.orm import Session
 
 from services.api.queries import NUCLEUS_COLUMNS, STREAM_BATCH, ResultFilters, experiment_query
@@ -30,7 +30,7 @@ from shared.db.models import Experiment, Image, Job, Nucleus, Result
 from shared.spreadsheet import inert
 
 FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
-ROW_GROUP = 100_000  # Parquet rows per row group: a few tens of megabytes of Arrow arrays at most
+ROW_GROUP = 50_000  # Parquet rows per row group: some tens of megabytes of Arrow arrays at most
 SPOOL_IN_MEMORY = 8 * 2 ** 20  # a Parquet file larger than this goes to disk while it is built
 READ_CHUNK = 2 ** 20
 
@@ -44,7 +44,8 @@ RESULT_TYPES = {
 }
 RESULT_SOURCES = [
     Image.id, Job.id, Image.filename, Image.condition, Image.well, Image.plate, Image.site, Image.channel,
-    Image.pixel_size_um, Image.width, Image.height, Job.status, Job.error, Result.count, Result.model_version,
+    Image.pixel_size_um, Image.width, Image.height, type_coerce(Job.status, String), Job.error, Result.count,
+    Result.model_version,
     Result.area_mean, Result.area_median, Result.area_min, Result.area_max, Image.created,
 ]
 IMAGE_COLUMNS = ["image_id", "filename", "condition", "well", "plate", "site", "channel", "pixel_size_um", "created",
@@ -60,9 +61,27 @@ NUCLEI_COLUMNS = list(NUCLEUS_TYPES)
 
 
 def metadata_keys(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
-    """The free metadata keys used by the experiment's (filtered) images, sorted."""
-    query = experiment_query([Image.extra], experiment, filters).execution_options(yield_per=STREAM_BATCH)
-    return sorted({key for extra in session.scalars(query) if extra for key in extra})
+    """The free metadata keys used by the experiment's (filtered) images, sorted. The database hands
+    back each distinct metadata text once."""
+    query = experiment_query([cast(Image.extra, Text)], experiment, filters).distinct()
+    keys: set[str] = set()
+    for batch in _stream(session, query):
+        keys.update(key for (text,) in batch if text for key in json.loads(text))
+    return sorted(keys)
+
+
+class _Metadata:
+    """An image's free metadata, as the values of the export's metadata columns, decoded once for a run
+    of rows with the same metadata text."""
+
+    def __init__(self, extras: list[tuple[str, str]]):
+        self.keys, self.text, self.values = [key for key, _ in extras], None, [None] * len(extras)
+
+    def __call__(self, text: str | None) -> list:
+        if text != self.text:
+            decoded = json.loads(text) if text else {}
+            self.text, self.values = text, [decoded.get(key) for key in self.keys]
+        return self.values
 
 
 def measure_columns(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
@@ -112,14 +131,11 @@ def _respond(experiment: Experiment, table: str, fmt: str, columns: list[str], t
 
 def _result_batches(session: Session, experiment: Experiment, filters: ResultFilters,
                     extras: list[tuple[str, str]]) -> Iterator[list[list]]:
-    query = experiment_query([*RESULT_SOURCES, Image.extra], experiment, filters).order_by(*filters.order())
-    status_at = RESULT_COLUMNS.index("status")
+    query = (experiment_query([*RESULT_SOURCES, cast(Image.extra, Text)], experiment, filters)
+             .order_by(*filters.order()))
+    metadata = _Metadata(extras)
     for batch in _stream(session, query):
-        rows = []
-        for *row, extra in batch:
-            row[status_at] = row[status_at].value
-            rows.append(row + [(extra or {}).get(key) for key, _ in extras])
-        yield rows
+        yield [[*row, *metadata(extra)] for *row, extra in batch]
 
 
 def results_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
@@ -141,15 +157,9 @@ def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFi
              .join(Nucleus, Nucleus.result_id == Result.id)
              .order_by(Image.created, Image.id, Nucleus.result_id, Nucleus.label))
     fixed = len(IMAGE_SOURCES) + len(NUCLEUS_COLUMNS)
-    text, values = None, []
+    metadata = _Metadata(extras)
     for batch in _stream(session, query):
-        rows = []
-        for *row, extra in batch:
-            if extra != text:
-                text, decoded = extra, json.loads(extra) if extra else {}
-                values = [decoded.get(key) for key, _ in extras]
-            rows.append(row[:fixed] + values + row[fixed:])
-        yield rows
+        yield [[*row[:fixed], *metadata(extra), *row[fixed:]] for *row, extra in batch]
 
 
 def nuclei_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
