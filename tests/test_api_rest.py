@@ -249,7 +249,8 @@ def test_bad_files_are_refused_and_nothing_is_stored(harness, admin, experiment,
 
 @pytest.mark.parametrize("fields, field", [
     ({"pixel_size_um": "abc"}, "pixel_size_um"), ({"pixel_size_um": "-1"}, "pixel_size_um"),
-    ({"pixel_size_um": "nan"}, "pixel_size_um"), ({"channel": "x"}, "channel"), ({"channel": "-1"}, "channel"),
+    ({"pixel_size_um": "nan"}, "pixel_size_um"), ({"channel": "a\x01b"}, "channel"), ({"z": "top"}, "z"),
+    ({"t": "-1"}, "t"),
     ({"well": "W" * 21}, "well"), ({"condition": "a\x00b"}, "condition"),
 ])
 def test_metadata_is_validated(harness, admin, experiment, fields, field):

@@ -1,0 +1,211 @@
+"""Reading microscope files on purpose: the nuclear channel by name or index, Z and T by option, RGB kept as
+colour, the pixel size from the metadata (issue 28.1), through shared.reading, `nucleus segment` and uploads."""
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from PIL import Image as PILImage
+from skimage.draw import disk
+
+from shared.imageio import ImageError, ImageTooLarge
+from shared.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
+from shared.reading import read_picture
+
+CENTRES = [(30, 30), (30, 90), (90, 40), (95, 95)]
+
+
+def two_channel_planes(size: int = 128) -> np.ndarray:
+    """Hoechst: four bright discs; EdU: the same discs at 0, 500, 1000, 1500."""
+    planes = np.zeros((2, size, size), np.uint16)
+    for i, centre in enumerate(CENTRES):
+        rr, cc = disk(centre, 10, shape=(size, size))
+        planes[0][rr, cc] = 2000 + 100 * i
+        planes[1][rr, cc] = 500 * i
+    planes[0] += 50
+    return planes
+
+
+def ome_tiff(planes: np.ndarray, names=("Hoechst", "EdU"), pixel_size: float = 0.325) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, ome=True, photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": list(names)},
+                               "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size})
+    return buffer.getvalue()
+
+
+def hyperstack() -> tuple[np.ndarray, bytes]:
+    """An ImageJ T=3, Z=5, C=2 stack with 0.5 µm pixels; each plane's value tells where it came from."""
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4000, (3, 5, 2, 32, 40), dtype=np.uint16)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, stack, imagej=True, metadata={"axes": "TZCYX", "unit": "um"}, resolution=(2.0, 2.0))
+    return stack, buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def ome_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("channels") / "plate.ome.tif"
+    path.write_bytes(ome_tiff(two_channel_planes()))
+    return path
+
+
+def test_the_nuclear_channel_by_name_case_insensitive_or_index(ome_file):
+    planes = two_channel_planes()
+    for wanted in ("Hoechst", "hoechst", "HOECHST", 0):
+        picture = read_picture(ome_file, ReadOptions(channel=wanted))
+        assert picture.channel == 0 and np.array_equal(picture.nuclear, planes[0])
+    picture = read_picture(ome_file.read_bytes(), ReadOptions(channel="EdU"))
+    assert picture.channel == 1 and np.array_equal(picture.nuclear, planes[1])
+    assert picture.channel_names == ["Hoechst", "EdU"]
+    assert np.array_equal(picture.channels, np.moveaxis(planes, 0, -1))  # every channel kept for measuring
+    assert picture.record() == {"channel_name": "EdU"}
+
+
+def test_no_channel_chosen_is_refused_with_the_names(ome_file):
+    with pytest.raises(OptionError) as refused:
+        read_picture(ome_file)
+    assert refused.value.code == "channel_required"
+    assert "Hoechst" in refused.value.message and "EdU" in refused.value.message
+
+
+@pytest.mark.parametrize("wanted, code", [("DAPI", "bad_channel"), (2, "bad_channel")])
+def test_an_unknown_channel_lists_the_known_ones(ome_file, wanted, code):
+    with pytest.raises(OptionError) as refused:
+        read_picture(ome_file, ReadOptions(channel=wanted))
+    assert refused.value.code == code
+    assert "Hoechst" in refused.value.message and "EdU" in refused.value.message
+
+
+def test_unnamed_channels_are_ch_n_and_three_fluorescence_channels_are_not_rgb():
+    planes = np.stack([two_channel_planes()[0]] * 3)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, planes, photometric="minisblack", metadata={"axes": "CYX"})
+    with pytest.raises(OptionError) as refused:
+        read_picture(buffer.getvalue())
+    assert "ch0, ch1, ch2" in refused.value.message
+    assert read_picture(buffer.getvalue(), ReadOptions(channel="CH2")).channel == 2
+    assert channel_columns(["Hoechst 33342", "γH2AX", "DAPI", "dapi"]) == ["hoechst_33342", "_h2ax", "dapi_2", "dapi_3"]
+
+
+def test_z_and_t_are_chosen_by_option_and_recorded():
+    stack, data = hyperstack()
+    default = read_picture(data, ReadOptions(channel=1))
+    assert np.array_equal(default.nuclear, stack[0, :, 1].max(axis=0))  # Z: max projection, T: first
+    assert default.record() == {"channel_name": "ch1", "z": "max", "t": "0"}
+    plane = read_picture(data, ReadOptions(channel=0, z=3, t=2))
+    assert np.array_equal(plane.nuclear, stack[2, 3, 0])
+    assert np.array_equal(plane.channels, np.moveaxis(stack[2, 3], 0, -1))
+    assert plane.record() == {"channel_name": "ch0", "z": "3", "t": "2"}
+    for options, word in ((ReadOptions(channel=0, z=5), "Z plane 5"), (ReadOptions(channel=0, t=3), "time point 3")):
+        with pytest.raises(OptionError, match=word):
+            read_picture(data, options)
+
+
+def test_rgb_photos_stay_rgb():
+    rgb = np.random.default_rng(1).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    png, jpeg, tiff = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    PILImage.fromarray(rgb).save(png, format="PNG")
+    PILImage.fromarray(rgb).save(jpeg, format="JPEG")
+    tifffile.imwrite(tiff, rgb, photometric="rgb")
+    for data in (png.getvalue(), jpeg.getvalue(), tiff.getvalue()):
+        picture = read_picture(data)
+        assert picture.rgb and picture.channel is None and picture.nuclear.shape == (40, 50, 3)
+        assert picture.channel_names == ["ch0", "ch1", "ch2"] and picture.record() == {"channel_name": "rgb"}
+    assert np.array_equal(read_picture(png.getvalue()).nuclear, rgb)
+    assert np.array_equal(read_picture(png.getvalue(), ReadOptions(channel=2)).nuclear, rgb[..., 2])
+
+
+def test_pixel_size_from_the_metadata_unless_given(ome_file):
+    assert read_picture(ome_file, ReadOptions(channel=0)).pixel_size_um == pytest.approx(0.325)
+    assert read_picture(ome_file, ReadOptions(channel=0)).pixel_size_from == "file"
+    given = read_picture(ome_file, ReadOptions(channel=0, pixel_size_um=0.65))
+    assert (given.pixel_size_um, given.pixel_size_from) == (0.65, "given")
+    assert read_picture(hyperstack()[1], ReadOptions(channel=0)).pixel_size_um == pytest.approx(0.5)
+    centimetres = io.BytesIO()
+    tifffile.imwrite(centimetres, np.zeros((8, 8), np.uint8), resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    assert read_picture(centimetres.getvalue()).pixel_size_um == pytest.approx(0.25)
+    inches = io.BytesIO()  # a photo's print size is no pixel size
+    tifffile.imwrite(inches, np.zeros((8, 8), np.uint8), resolution=(72, 72), resolutionunit="INCH")
+    assert read_picture(inches.getvalue()).pixel_size_um is None
+
+
+@pytest.mark.parametrize("value", ["0", "-0.3", "nan", "inf", "abc", 0.0, -1])
+def test_a_bad_pixel_size_is_refused(value):
+    with pytest.raises(OptionError) as refused:
+        check_pixel_size(value)
+    assert refused.value.code == "bad_pixel_size" and "positive" in refused.value.message
+
+
+def test_the_limits_apply_before_pixels_load(ome_file):
+    with pytest.raises(ImageTooLarge):
+        read_picture(ome_file, ReadOptions(channel=0), max_pixels=128 * 127)
+    with pytest.raises(ImageTooLarge):
+        read_picture(ome_file, ReadOptions(channel=0), max_bytes=1000)
+    with pytest.raises(ImageError) as refused:
+        read_picture(b"\x00" * 64)
+    assert refused.value.code == "unsupported_format" and "CZI" in refused.value.message
+
+
+def test_a_czi_file_through_bioio(tmp_path):
+    from pylibCZIrw import czi as pyczi
+
+    planes = two_channel_planes(64)
+    path = tmp_path / "field.czi"
+    with pyczi.create_czi(str(path), exist_ok=True) as writer:
+        for c in range(2):
+            writer.write(data=planes[c], plane={"C": c, "Z": 0, "T": 0})
+        writer.write_metadata(document_name="field", channel_names={0: "DAPI", 1: "GFP"},
+                              scale_x=0.2e-6, scale_y=0.2e-6)
+    picture = read_picture(path.read_bytes(), ReadOptions(channel="dapi"))
+    assert picture.format == "czi" and picture.channel_names == ["DAPI", "GFP"]
+    assert picture.pixel_size_um == pytest.approx(0.2)
+    assert np.array_equal(picture.nuclear, planes[0]) and np.array_equal(picture.channels[..., 1], planes[1])
+    with pytest.raises(OptionError, match="DAPI, GFP"):
+        read_picture(path)
+
+
+# --- nucleus segment ---------------------------------------------------------------------------------------------
+
+def run_segment(*args):
+    from nucleus.cli import main
+
+    return CliRunner().invoke(main, ["segment", *map(str, args)], catch_exceptions=False)
+
+
+def test_segment_by_channel_name_measures_every_channel_in_microns(ome_file, tmp_path):
+    out = tmp_path / "out"
+    result = run_segment(ome_file, "--channel", "Hoechst", "--out", out)
+    assert result.exit_code == 0, result.output
+    with (out / "plate.ome_nuclei.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    assert {"mean_intensity_hoechst", "mean_intensity_edu", "max_intensity_edu", "integrated_intensity_edu",
+            "area_um2", "perimeter_um", "centroid_x_um"} <= set(rows[0])
+    edu = sorted(round(float(r["mean_intensity_edu"])) for r in rows)
+    assert edu[0] < 100 and edu[-1] > 1000  # nuclei measured in the marker channel, not the nuclear one
+    for row in rows:
+        assert float(row["area_um2"]) == pytest.approx(float(row["area"]) * 0.325 ** 2, rel=1e-5)
+
+    cellprofiler = run_segment(ome_file, "--channel", "0", "--z", "max", "--out", tmp_path / "cp",
+                               "--columns", "cellprofiler", "--pixel-size", "0.5")
+    assert cellprofiler.exit_code == 0, cellprofiler.output
+    with (tmp_path / "cp" / "plate.ome_nuclei.csv").open() as fh:
+        row = next(csv.DictReader(fh))
+    assert {"ImageNumber", "ObjectNumber", "AreaShape_Area", "Location_Center_X",
+            "Intensity_MeanIntensity_edu", "AreaShape_Area_um2"} <= set(row)
+    assert float(row["AreaShape_Area_um2"]) == pytest.approx(float(row["AreaShape_Area"]) * 0.25, rel=1e-5)
+
+
+def test_segment_names_the_channels_and_refuses_bad_options(ome_file, tmp_path):
+    no_channel = run_segment(ome_file, "--out", tmp_path / "a")
+    assert no_channel.exit_code == 1 and "Hoechst, EdU" in no_channel.output
+    unknown = run_segment(ome_file, "--channel", "DAPI", "--out", tmp_path / "b")
+    assert unknown.exit_code == 1 and "no channel named 'DAPI'" in unknown.output
+    for option, value in (("--pixel-size", "0"), ("--pixel-size", "-2"), ("--z", "top"), ("--t", "-1")):
+        refused = run_segment(ome_file, "--channel", "0", option, value, "--out", tmp_path / "c")
+        assert refused.exit_code == 2 and option in refused.output, refused.output
