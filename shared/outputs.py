@@ -8,6 +8,7 @@ import io
 import numpy as np
 
 from shared.measure import COLUMNS
+from shared.spreadsheet import inert
 
 OUTLINE_RGB = (255, 220, 0)
 
@@ -45,12 +46,13 @@ def nuclei_csv(rows: list[dict], extra: dict | None = None, measure_columns: lis
     """One line per nucleus; `extra` adds constant leading columns (image_id, filename, condition...),
     `measure_columns` trailing ones from each row's `measures` (per-channel intensities, µm shapes)."""
     extra = extra or {}
+    leading = [inert(v) for v in extra.values()]  # file names, conditions, wells: never a live formula
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*extra.keys(), *COLUMNS, *measure_columns])
     for row in rows:
         measures = row.get("measures") or {}
-        writer.writerow([*extra.values(), *(_fmt(row[c]) for c in COLUMNS),
+        writer.writerow([*leading, *(_fmt(row[c]) for c in COLUMNS),
                          *(_fmt(measures.get(c)) for c in measure_columns)])
     return buffer.getvalue()
 

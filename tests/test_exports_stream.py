@@ -153,3 +153,13 @@ def test_a_sizeable_export_streams_in_flat_memory(sizeable, table):
     assert growth < 40, figures
     if table.endswith(".csv"):
         assert figures["bytes"] > 25 * 2 ** 20 and growth < figures["bytes"] / 2 ** 20 / 2, figures
+
+
+def test_a_results_own_nuclei_table_has_no_formula_cells():
+    """The worker's per-result nuclei.csv (shared.outputs.nuclei_csv) leads with the image's metadata."""
+    from shared.outputs import nuclei_csv
+
+    text = nuclei_csv([nucleus(1, {"area_um2": 4.0})], {"image_id": "abc", **FORMULAS}, ["area_um2"])
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert {column: row[column] for column in FORMULAS} == {c: "'" + v for c, v in FORMULAS.items()}
+    assert row["image_id"] == "abc" and row["centroid_y"] == "-4.5" and row["area_um2"] == "4"
