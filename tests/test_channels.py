@@ -10,33 +10,11 @@ import pytest
 import tifffile
 from click.testing import CliRunner
 from PIL import Image as PILImage
-from skimage.draw import disk
 
 from shared.imageio import ImageError, ImageTooLarge
 from shared.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
 from shared.reading import read_picture
-
-CENTRES = [(30, 30), (30, 90), (90, 40), (95, 95)]
-
-
-def two_channel_planes(size: int = 128) -> np.ndarray:
-    """Hoechst: four bright discs; EdU: the same discs at 0, 500, 1000, 1500."""
-    planes = np.zeros((2, size, size), np.uint16)
-    for i, centre in enumerate(CENTRES):
-        rr, cc = disk(centre, 10, shape=(size, size))
-        planes[0][rr, cc] = 2000 + 100 * i
-        planes[1][rr, cc] = 500 * i
-    planes[0] += 50
-    return planes
-
-
-def ome_tiff(planes: np.ndarray, names=("Hoechst", "EdU"), pixel_size: float = 0.325) -> bytes:
-    buffer = io.BytesIO()
-    tifffile.imwrite(buffer, planes, ome=True, photometric="minisblack",
-                     metadata={"axes": "CYX", "Channel": {"Name": list(names)},
-                               "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size})
-    return buffer.getvalue()
-
+from tests.support.channels import ome_tiff, two_channel_planes
 
 def hyperstack() -> tuple[np.ndarray, bytes]:
     """An ImageJ T=3, Z=5, C=2 stack with 0.5 µm pixels; each plane's value tells where it came from."""
