@@ -1,4 +1,5 @@
 """The accuracy benchmarks run as documented (on a couple of images: their figures are for bench/, not tests)."""
+import json
 import re
 import subprocess
 import sys
@@ -27,3 +28,18 @@ def test_tune_postprocess_ranks_the_grid_on_training_images():
     assert len(rows) == 3
     ranked = [(max(float(row[7].rstrip("%")) / 100, 0.05), -float(row[4])) for row in rows]  # count error, DSB
     assert ranked == sorted(ranked) and all(0 <= -dsb <= 1 for _, dsb in ranked)
+
+
+def test_scale_builds_an_experiment_and_times_history_plots_and_exports(tmp_path, pg_url):
+    """bench/scale.py at a small size on the machine's PostgreSQL (its figures at full size are for bench/)."""
+    figures_path = tmp_path / "scale.json"
+    out = run_script("bench/scale.py", "--images", "300", "--nuclei", "6000", "--repeat", "1",
+                     "--json", str(figures_path))
+    assert re.search(r"built 300 images and 6000 nuclei in \d+\.\d s", out), out
+    figures = json.loads(figures_path.read_text())
+    for what in ("first page", "condition", "well", "status", "deep page"):
+        assert figures["latency_ms"][f"api results, {what}"]["median"] > 0
+        assert figures["latency_ms"][f"page, {what}"]["median"] > 0
+    assert {Path(e["path"]).name: e["rows"] for e in figures["exports"]} == {
+        "nuclei.csv": 6000, "nuclei.parquet": 6000, "results?format=csv": 300}
+    assert all(e["rss_peak_mb"] >= e["rss_before_mb"] > 0 for e in figures["exports"])
