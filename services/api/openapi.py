@@ -50,11 +50,21 @@ SCHEMAS = {
         "type": "object", "required": ["file"],
         "properties": {
             "file": {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1,
-                     "description": "one or more PNG, JPEG or TIFF images"},
+                     "description": "one or more images: PNG, JPEG, TIFF (OME-TIFF, ImageJ), CZI, ND2 or LIF"},
             "condition": {"type": "string", "maxLength": 200}, "well": {"type": "string", "maxLength": 20},
             "plate": {"type": "string", "maxLength": 200}, "site": {"type": "string", "maxLength": 20},
-            "channel": {"type": "integer", "minimum": 0, "description": "which channel of a multi-channel image"},
-            "pixel_size_um": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+            "channel": {"type": "string", "maxLength": 200,
+                        "description": "the nuclear channel: its name in the file's metadata (case-insensitive, e.g. "
+                                       "Hoechst, DAPI) or its index from 0. Required for a multi-channel fluorescence "
+                                       "file (400 `channel_required` naming its channels); an unknown name is 400 "
+                                       "`bad_channel` listing them; an RGB photo is kept as colour without one"},
+            "z": {"type": "string", "pattern": "^(max|[0-9]+)$", "default": "max",
+                  "description": "Z stack: `max` (maximum-intensity projection) or a plane index from 0"},
+            "t": {"type": "integer", "minimum": 0, "default": 0, "description": "time point of a time series"},
+            "scene": {"type": "string", "maxLength": 200, "default": "0",
+                      "description": "scene (series, position) of a multi-scene file: its index from 0 or its name"},
+            "pixel_size_um": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
+                              "description": "overrides the pixel size in the file's metadata; zero or below is 400"},
         },
     },
     "UploadedImage": {
