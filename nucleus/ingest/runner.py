@@ -5,6 +5,11 @@ together (one backoff for the server, not one per file), and the file that faile
 of the queue so a file the server keeps failing on cannot hold up the others. Nothing is recorded
 as sent before the server has answered with its sha256; the server answers `duplicate` for bytes it
 already has, so an upload repeated after a lost answer still makes one image.
+
+With a nuclear channel (`--nuclear-channel`) the unit is a field instead of a file: the per-channel
+files of one field wait until every channel the folder has shown (or `--channels` names) is there
+and settled, then go as one multi-channel OME-TIFF with `channel=<nuclear label>`. A channel file is
+never sent on its own.
 """
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ from pathlib import Path
 
 from nucleus.ingest.client import ApiClient, Backoff, Outcome
 from nucleus.ingest.console import Console, Counts, log
-from nucleus.ingest.names import DEFAULT_PATTERNS, parse_name
+from nucleus.ingest.names import DEFAULT_PATTERNS, FieldName, instrument_field, normalise_label, parse_name
 from nucleus.ingest.scanner import FileInfo, SettleTracker, list_images
+from nucleus.ingest.stacking import StackError, stack_channels
 from nucleus.ingest.state import SentState
 
 
@@ -33,14 +39,18 @@ class RunTotals:
     rejected: int = 0
     retries: int = 0
     rejected_files: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # fields still missing a channel at the last scan
 
 
 class Ingester:
     def __init__(self, folder: Path, client: ApiClient, state: SentState, settle: float = 2.0,
                  patterns: tuple[re.Pattern | str, ...] = DEFAULT_PATTERNS, once: bool = False,
                  poll: float | None = None, backoff: Backoff | None = None, console: Console | None = None,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, nuclear_channel: str | None = None,
+                 channels: tuple[str, ...] = ()):
         self.folder = Path(folder)
+        self.nuclear = normalise_label(nuclear_channel) if nuclear_channel else None
+        self.channels = {normalise_label(c) for c in channels}
         self.client, self.state, self.patterns, self.once = client, state, patterns, once
         self.tracker = SettleTracker(settle)
         self.poll = poll if poll is not None else max(0.1, min(1.0, settle / 4))
@@ -54,6 +64,7 @@ class Ingester:
         self._empty: set[tuple[str, int, int]] = set()  # empty files already reported
         self._paused_until = 0.0
         self._folder_present = True
+        self._told: set[tuple] = set()  # field and file notices already logged once
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunTotals:
@@ -81,6 +92,8 @@ class Ingester:
         files = list_images(self.folder)
         new = [f for f in files if self.state.unchanged(f.relative, f.size, f.mtime_ns) is None]
         settled, changing = self.tracker.update(new)
+        if self.nuclear:
+            return self._step_fields(files, settled, changing)
         queue = sorted(settled, key=lambda f: (self._attempts.get(f.relative, 0), f.relative))
         done = 0
         for info in queue:
@@ -139,16 +152,7 @@ class Ingester:
         if not self._experiment_ready and not self._ensure_experiment(rel):
             return False
         fields = parse_name(rel, self.patterns)
-        answer = self.client.upload(Path(rel).name, data, fields)
-        if answer.kind == "missing_experiment":
-            self._experiment_ready = False
-            created = self.client.ensure_experiment()
-            if created.kind == "sent" and created.status == 409:
-                raise IngestFatal(f"experiment {self.client.experiment!r} exists but this token cannot upload to it")
-            if created.kind != "sent":
-                return self._outcome_without_upload(created, rel)
-            self._experiment_ready = True
-            answer = self.client.upload(Path(rel).name, data, fields)
+        answer = self._upload(Path(rel).name, data, fields)
         if answer.kind == "sent":
             self._sent(info, sha, answer, fields)
             return True
@@ -160,6 +164,20 @@ class Ingester:
             self._attempts.pop(rel, None)
             return True
         return self._outcome_without_upload(answer, rel)
+
+    def _upload(self, filename: str, data: bytes, fields: dict) -> Outcome:
+        """One upload; an experiment deleted meanwhile is made again and the upload repeated once."""
+        answer = self.client.upload(filename, data, fields)
+        if answer.kind != "missing_experiment":
+            return answer
+        self._experiment_ready = False
+        created = self.client.ensure_experiment()
+        if created.kind == "sent" and created.status == 409:
+            raise IngestFatal(f"experiment {self.client.experiment!r} exists but this token cannot upload to it")
+        if created.kind != "sent":
+            return created
+        self._experiment_ready = True
+        return self.client.upload(filename, data, fields)
 
     def _sent(self, info: FileInfo, sha: str, answer: Outcome, fields: dict) -> None:
         self.backoff.reset()
@@ -176,6 +194,125 @@ class Ingester:
             self.totals.sent += 1
             log.info("sent %s -> image %s, job %s%s", info.relative, image_id, job_id,
                      f" ({described})" if described else "")
+
+    # -- fields of per-channel files --------------------------------------------------------------
+    def _step_fields(self, files: list[FileInfo], settled: list[FileInfo], changing: list[FileInfo]) -> int:
+        names = {f.relative: instrument_field(f.relative, self.patterns) for f in files}
+        seen_labels = {normalise_label(n.label) for n in names.values() if n}
+        expected = (self.channels or seen_labels) | {self.nuclear}
+        if seen_labels and self.nuclear not in seen_labels:
+            self._tell(("no-nuclear", tuple(sorted(seen_labels))), "warning",
+                       "no file carries the nuclear channel %r; channels seen: %s", self.nuclear,
+                       ", ".join(sorted(seen_labels)))
+        fields: dict[str, dict[str, FileInfo]] = {}
+        field_names: dict[str, FieldName] = {}
+        clashes: set[str] = set()
+        still = {f.relative for f in changing}
+        for info in settled + changing:
+            name = names.get(info.relative)
+            if name is None:
+                self.state.record_skipped(info.relative, info.size, info.mtime_ns, "no instrument channel in its name")
+                log.warning("skipped %s: its name carries no instrument channel (with --nuclear-channel only "
+                            "per-channel files are sent, as fields)", info.relative)
+                continue
+            if self.state.field(name.key) is not None:
+                self.state.record_skipped(info.relative, info.size, info.mtime_ns,
+                                          "came after its field was sent", late_for=name.key, label=name.label)
+                log.warning("skipped %s: channel %s came after its field %s was sent", info.relative, name.label,
+                            name.key)
+                continue
+            members = fields.setdefault(name.key, {})
+            label = normalise_label(name.label)
+            if label in members:
+                clashes.add(name.key)
+            members[label] = info
+            field_names.setdefault(name.key, name)
+        ready, waiting = [], 0
+        self.totals.incomplete = []
+        for key in sorted(fields):
+            members = fields[key]
+            if any(m.relative in still for m in members.values()):
+                waiting += 1
+            elif key in clashes:
+                self._tell(("clash", key), "error", "field %s has two files for one channel; not sent: %s", key,
+                           ", ".join(sorted(m.relative for m in members.values())))
+            elif not expected <= set(members):
+                missing = ", ".join(sorted(expected - set(members)))
+                self._tell(("incomplete", key, missing), "info", "field %s waits for channel(s) %s", key, missing)
+                self.totals.incomplete.append(f"{key} (no {missing})")
+                waiting += 0 if self.once else 1
+            else:
+                ready.append(key)
+        ready.sort(key=lambda k: (self._attempts.get(k, 0), k))
+        done = 0
+        for key in ready:
+            if self.stop.is_set() or time.monotonic() < self._paused_until:
+                break
+            self._show(files, changing, len(ready) - done)
+            if self.handle_field(field_names[key], fields[key]):
+                done += 1
+            else:
+                break
+        self._show(files, changing, len(ready) - done)
+        return waiting + len(ready) - done
+
+    def handle_field(self, name: FieldName, members: dict[str, FileInfo]) -> bool:
+        """Stack one complete field and deliver it. False when the server must be waited for."""
+        order = sorted(members, key=_channel_order)
+        contents, entries = [], {}
+        for label in order:
+            info = members[label]
+            try:
+                data = info.path.read_bytes()
+                after = info.path.stat()
+            except FileNotFoundError:
+                self.tracker.forget(info.relative)
+                return True  # the next scan sees the field without it
+            if len(data) != info.size or (after.st_size, after.st_mtime_ns) != info.signature:
+                return True
+            original = instrument_field(info.relative, self.patterns).label
+            contents.append((original, Path(info.relative).name, data))
+            entries[info.relative] = {"label": original, "size": info.size, "mtime_ns": info.mtime_ns}
+        nuclear_label = contents[order.index(self.nuclear)][0]
+        try:
+            image = stack_channels(contents)
+        except StackError as exc:
+            self.state.record_field(name.key, entries, "", "rejected", error=str(exc))
+            self.totals.rejected += 1
+            self.totals.rejected_files.append(name.key)
+            log.error("rejected field %s: %s", name.key, exc)
+            return True
+        sha = hashlib.sha256(image).hexdigest()
+        fields = {**name.fields, "channel": nuclear_label}
+        if not self._experiment_ready and not self._ensure_experiment(name.key):
+            return False
+        answer = self._upload(name.filename, image, fields)
+        if answer.kind == "sent":
+            self.backoff.reset()
+            self._attempts.pop(name.key, None)
+            outcome = "duplicate" if answer.duplicate else "sent"
+            self.state.record_field(name.key, entries, sha, outcome, image_id=answer.body.get("id"),
+                                    job_id=answer.body.get("job_id"), fields=fields, filename=name.filename)
+            if answer.duplicate:
+                self.totals.duplicates += 1
+            else:
+                self.totals.sent += 1
+            log.info("%s field %s (%s, nuclear %s) -> image %s, job %s", outcome, name.key,
+                     "+".join(c[0] for c in contents), nuclear_label, answer.body.get("id"), answer.body.get("job_id"))
+            return True
+        if answer.kind == "rejected":
+            self.state.record_field(name.key, entries, sha, "rejected", error=answer.message, fields=fields)
+            self.totals.rejected += 1
+            self.totals.rejected_files.append(name.key)
+            log.error("rejected field %s: %s", name.key, answer.message)
+            self._attempts.pop(name.key, None)
+            return True
+        return self._outcome_without_upload(answer, name.key)
+
+    def _tell(self, what: tuple, level: str, message: str, *args) -> None:
+        if what not in self._told:
+            self._told.add(what)
+            getattr(log, level)(message, *args)
 
     def _ensure_experiment(self, rel: str) -> bool:
         answer = self.client.ensure_experiment()
@@ -196,3 +333,9 @@ class Ingester:
         self.counts.retrying = f"{answer.message} (next try in {delay:.0f} s)"
         log.warning("retrying %s in %.1f s: %s", rel, delay, answer.message)
         return False
+
+
+def _channel_order(label: str) -> tuple:
+    """ch2 before ch10; labels without a number by name."""
+    number = re.search(r"\d+", label)
+    return (int(number.group()) if number else float("inf"), label)

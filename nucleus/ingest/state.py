@@ -4,6 +4,10 @@ The file is rewritten atomically (temporary file, fsync, rename) after every con
 a crash or a kill at any moment leaves either the old or the new state, never a torn one. Entries
 are keyed by the file's relative path and carry its size, mtime and sha256: an unchanged file is
 recognised without reading it, a renamed or copied one by its sha256.
+
+With `--nuclear-channel` the unit sent is a field (the per-channel files of one site, stacked into
+one multi-channel image): `fields` holds each field's fate and its files, and each of its files is
+also an entry under `files` (with `field` naming it), so a restart neither re-reads nor resends it.
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class SentState:
         self.meta = {"folder": str(Path(folder).resolve()), "server": normalise_server(server),
                      "experiment": experiment}
         self.files: dict[str, dict] = {}
+        self.fields: dict[str, dict] = {}
         self._by_sha: dict[str, dict] = {}  # bytes delivered → where they went (survives the path's reuse)
         self._lock_file = None
 
@@ -84,6 +89,7 @@ class SentState:
         if not isinstance(body, dict) or body.get("version") != FORMAT_VERSION:
             raise StateError(f"{self.path} is not a nucleus ingest state file (version {FORMAT_VERSION})")
         self.files = dict(body.get("files") or {})
+        self.fields = dict(body.get("fields") or {})
         for rel, entry in sorted(self.files.items()):
             self._remember_delivery(rel, entry)
 
@@ -99,9 +105,14 @@ class SentState:
         """`{"relative", "image_id", "job_id"}` when these bytes were already delivered, else None."""
         return self._by_sha.get(sha256)
 
+    def field(self, key: str) -> dict | None:
+        return self.fields.get(key)
+
     def counts(self) -> dict[str, int]:
+        """Outcomes of what was sent: files, or fields for the files that went as part of one."""
         totals: dict[str, int] = {}
-        for entry in self.files.values():
+        entries = [e for e in self.files.values() if "field" not in e] + list(self.fields.values())
+        for entry in entries:
             totals[entry.get("outcome", "?")] = totals.get(entry.get("outcome", "?"), 0) + 1
         return totals
 
@@ -113,6 +124,23 @@ class SentState:
         self._remember_delivery(relative, self.files[relative])
         self.save()
 
+    def record_field(self, key: str, members: dict[str, dict], sha256: str, outcome: str, **details) -> None:
+        """Remember one field's fate and its files' (`members`: relative path → {label, size, mtime_ns}),
+        in one write of the state file."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.fields[key] = {"sha256": sha256, "outcome": outcome, "at": at,
+                            "files": {m["label"]: rel for rel, m in sorted(members.items())}, **details}
+        for rel, member in members.items():
+            self.files[rel] = {"size": member["size"], "mtime_ns": member["mtime_ns"], "outcome": outcome,
+                               "field": key, "label": member["label"], "at": at}
+        self.save()
+
+    def record_skipped(self, relative: str, size: int, mtime_ns: int, reason: str, **details) -> None:
+        """A file that is not sent (e.g. no channel in its name, or a channel that came after its field)."""
+        self.files[relative] = {"size": size, "mtime_ns": mtime_ns, "outcome": "skipped", "reason": reason,
+                                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
+        self.save()
+
     def _remember_delivery(self, relative: str, entry: dict) -> None:
         if entry.get("outcome") in ("sent", "duplicate") and entry.get("sha256"):
             self._by_sha.setdefault(entry["sha256"], {"relative": relative, "image_id": entry.get("image_id"),
@@ -120,6 +148,8 @@ class SentState:
 
     def save(self) -> None:
         body = {"version": FORMAT_VERSION, **self.meta, "files": self.files}
+        if self.fields:
+            body["fields"] = self.fields
         handle = tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=self.path.name + ".",
                                              suffix=".tmp", delete=False)
         try:
