@@ -186,8 +186,10 @@ def test_a_run_on_scrambled_labels_is_recorded_but_not_promoted(client, stack, l
     run = run_to_end(client, stack, epochs=SCRAMBLED_EPOCHS, force_promote=False)
     assert run["version"] and run["version"] not in (parent, loop["run"]["version"])
     assert run["promoted"] is False, run["metrics"]
-    assert run["metrics"]["gate_passed"] is False
-    assert max(run["metrics"]["regression"].values()) > run["metrics"]["tolerance"]
+    # its one held-out image carries scrambled labels too, so the base validation split's guard is what catches it
+    assert run["metrics"]["gate_passed"] is False and run["metrics"]["decision"] == "rejected"
+    lost = [check for check in run["metrics"]["checks"] if not check["passed"]]
+    assert lost and all(check["drop"] > check["tolerance"] for check in lost)
     models = {m["version"]: m for m in client.get("/api/v1/models").json()["models"]}
     assert models[run["version"]]["active"] is False and models[run["version"]]["parent"] == parent
     assert active_version(client) == parent
