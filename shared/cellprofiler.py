@@ -62,3 +62,9 @@ def rename_csv_header(table: str, style: str = "cellprofiler") -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(rename_columns(columns, style))
     return buffer.getvalue() + body
+
+
+def rename_table(columns: list[str], types: dict[str, str], style: str) -> tuple[list[str], dict[str, str]]:
+    """A streamed table's column names and their types (keyed by name) in `style`."""
+    renamed = rename_columns(columns, style)
+    return renamed, {new: types[old] for old, new in zip(columns, renamed)}

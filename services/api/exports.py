@@ -119,9 +119,23 @@ def _attachment(experiment: Experiment, table: str, fmt: str) -> dict:
     return {"Content-Disposition": f'attachment; filename="experiment-{experiment.id}-{table}.{fmt}"'}
 
 
+def _column_style(columns: list[str], types: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """`?columns=cellprofiler` names the columns as CellProfiler does (shared.cellprofiler); native by default."""
+    from flask import request
+
+    from services.api.errors import ApiError
+    from shared.cellprofiler import STYLES, rename_table
+
+    style = request.args.get("columns") or "native"
+    if style not in STYLES:
+        raise ApiError(400, "invalid_query", f"columns must be one of {', '.join(STYLES)}, not {style[:40]!r}")
+    return rename_table(columns, types, style)
+
+
 def _respond(experiment: Experiment, table: str, fmt: str, columns: list[str], types: dict[str, str],
              batches: Iterable[list[list]]) -> Response:
     headers = _attachment(experiment, table, fmt)
+    columns, types = _column_style(columns, types)
     if fmt == "parquet":
         return parquet_response(columns, types, batches, headers)
     return Response(stream_with_context(csv_lines(columns, types, batches)), mimetype=FORMATS[fmt], headers=headers)
