@@ -49,8 +49,8 @@ class Settings(BaseSettings):
     # Intake limits
     max_upload_bytes: int = 1 << 30
     max_pixels: int = 250_000_000
-    # A label upload (label image, mask zip, RoiSet, GeoJSON) costs the API about twice this plus
-    # shared.labels.MEMORY_BYTES_PER_PIXEL per pixel of the image it labels.
+    # A label upload (label image, mask zip, RoiSet, GeoJSON) costs the API at most twice its file plus
+    # shared.labels.MEMORY_BYTES_PER_PIXEL per pixel of the image it labels (shared.labels.memory_bound).
     max_label_bytes: int = 64 << 20
     upload_rate_per_minute: int = 600  # image files per token (or signed-in person) per minute; 0: no limit
 

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line on stderr, for every service.
+"""Logs: one JSON object per line on stderr for every service, or one readable line for a person watching.
 
 Fields: `ts`, `level`, `service`, `logger`, `msg`, plus any `extra=` given to the log call and the
 job id bound with `bind_job(...)`, so every line a worker writes about a job carries its `job_id`.
@@ -18,7 +18,7 @@ _service = "nucleus"
 
 # kombu warns on every file-system broker connection that it has no hostname (there is none to have)
 # tifffile warns once per odd tag of a corrupt upload, thousands of lines; the ImageError says it once.
-QUIET_LOGGERS = ("kombu.connection", "tifffile")
+QUIET_LOGGERS = ("kombu.connection", "tifffile", "roifile")
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
@@ -45,14 +45,35 @@ class JsonFormatter(logging.Formatter):
 
 
 class PlainFormatter(logging.Formatter):
+    """One readable line for a person at a terminal: time, service and process, level, the message, then the
+    `extra=` fields and the job as key=value."""
+
     def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        fields = [f"{key}={_plain(value)}" for key, value in vars(record).items()
+                  if key not in _STANDARD and not key.startswith("_")]
         job_id = _current_job.get()
-        prefix = f"[{_service}{' job=' + job_id if job_id else ''}] "
-        return prefix + super().format(record)
+        if job_id is not None:
+            fields.insert(0, f"job={job_id}")
+        message = record.getMessage().strip()
+        if record.name == "py.warnings":
+            message = " ".join(message.split())  # a library's multi-line warning, as one line
+        if record.levelno >= logging.WARNING or record.name.split(".")[0] not in ("nucleus", "services", "shared"):
+            message = f"{record.name}: {message}"  # who says it, where the service alone does not tell
+        line = " ".join([f"{when} {_service}[{record.process}] {record.levelname:<7} {message}", *fields])
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _plain(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return json.dumps(text) if not text or any(ch in text for ch in ' "=\n') else text
 
 
 def configure_logging(service: str, level: str | None = None, json_lines: bool | None = None) -> None:
-    """Route the root logger (and so every library's) to stderr in the chosen format. Idempotent."""
+    """Route the root logger (and so every library's, and Python's warnings) to stderr in the chosen format:
+    JSON lines, or readable lines (NUCLEUS_LOG_JSON=0; `nucleus up` picks them on a terminal). Idempotent."""
     global _service
     from shared.config import get_settings
 
@@ -60,7 +81,7 @@ def configure_logging(service: str, level: str | None = None, json_lines: bool |
     _service = service
     handler = logging.StreamHandler(sys.stderr)
     use_json = settings.log_json if json_lines is None else json_lines
-    handler.setFormatter(JsonFormatter() if use_json else PlainFormatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if use_json else PlainFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -68,6 +89,7 @@ def configure_logging(service: str, level: str | None = None, json_lines: bool |
     root.setLevel((level or settings.log_level).upper())
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.captureWarnings(True)  # a library's warning becomes one log record, not free text on stderr
 
 
 @contextmanager

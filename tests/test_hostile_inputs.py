@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.support.api import png_bytes
-from tests.support.hostile import MiB, can_reset_peak, catalogue, measured
+from tests.support.hostile import (MiB, can_reset_peak, catalogue, jpeg_declaring, measured, png_of_zeros,
+                                   tiff_of_zeros)
 
 SHAPE = (256, 256)
 SECONDS = 1.0
@@ -87,3 +88,21 @@ def test_a_label_file_over_the_label_limit_is_refused_before_it_is_parsed(harnes
                            data={"file": (io.BytesIO(body), "huge.geojson")})
     assert response.status_code == 413 and response.json["error"]["code"] == "file_too_large"
     assert str(MiB) in response.json["error"]["message"]
+
+
+IMAGE_BOMBS = {
+    "PNG of 20000x20000 zeros": lambda: (png_of_zeros(20000, 20000), "bomb.png"),
+    "16-bit TIFF of 20000x20000 zeros": lambda: (tiff_of_zeros(20000, 20000), "bomb.tif"),
+    "JPEG declaring 60000x60000": lambda: (jpeg_declaring(60000, 60000), "bomb.jpg"),
+}
+
+
+@pytest.mark.parametrize("name", list(IMAGE_BOMBS))
+def test_an_image_bomb_over_the_pixel_limit_is_refused_from_its_header(admin, image_id, name):
+    data, filename = IMAGE_BOMBS[name]()
+    with measured() as cost:
+        response = admin.upload("hostile-labels", [(filename, data)])
+    assert response.status_code == 413 and response.json["error"]["code"] == "image_too_large", response.json
+    assert cost.seconds < SECONDS
+    if can_reset_peak():
+        assert cost.peak_growth_bytes < PEAK_GROWTH

@@ -6,9 +6,10 @@
 - QuPath GeoJSON (shared.labels.geojson).
 
 Everything is checked against the image it labels before it is inflated: a label image's header size, an
-archive's declared sizes (shared.labels.archive), a GeoJSON's number of values. So one upload costs the API
-its file (at most NUCLEUS_MAX_LABEL_BYTES) about twice over, plus a bounded number of bytes per pixel of the
-image (the uint32 label array and one decoded mask or outline at a time); see MEMORY_BYTES_PER_PIXEL.
+archive's declared sizes (shared.labels.archive), a GeoJSON's number of values, outlines' row crossings. So
+one upload costs the API at most memory_bound(): its file (at most NUCLEUS_MAX_LABEL_BYTES) twice over, plus
+MEMORY_BYTES_PER_PIXEL per pixel of the image (the label array and one decoded mask, or the outlines being
+filled, at a time), plus MEMORY_FLOOR_BYTES that small images are allowed whatever their size.
 """
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from shared.labels import archive, geojson, imagej, masks
 from shared.labels.errors import bad_labels
 from shared.labels.image import read_label_image
 
-# What parsing one upload may hold per pixel of the labelled image, besides the file itself: the uint32 labels
-# (4), one mask file inflated (up to 8) and decoded (up to 16, the decoder's own bound), and its boolean (1).
-MEMORY_BYTES_PER_PIXEL = 29
+# What one upload may hold at once per pixel of the labelled image, besides its file: a label image decoded (up
+# to 16, the decoder's own bound) and its first channel (8); or the uint32 labels (4) with one mask file inflated
+# (8) and decoded (16); or a GeoJSON's values (16) or outlines being filled (19) with the labels (4).
+MEMORY_BYTES_PER_PIXEL = 32
+MEMORY_FLOOR_BYTES = 16 << 20
+
+
+def memory_bound(file_bytes: int, shape: tuple[int, int]) -> int:
+    """The most memory parsing and storing one label upload of `file_bytes` for an image of `shape` may take."""
+    return 2 * file_bytes + MEMORY_BYTES_PER_PIXEL * shape[0] * shape[1] + MEMORY_FLOOR_BYTES
 
 
 def parse_label_upload(data: bytes, shape: tuple[int, int]) -> np.ndarray:

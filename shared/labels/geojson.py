@@ -61,7 +61,7 @@ def from_geojson(data: bytes, shape: tuple[int, int]) -> np.ndarray:
                              code="geojson_too_large")
     try:
         parsed = json.loads(data, object_pairs_hook=_reduce)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or a number too long to convert
         raise bad_labels(f"not readable GeoJSON: {exc}", code="bad_geojson") from None
     except RecursionError:
         raise bad_labels("not readable GeoJSON: nested too deeply", code="bad_geojson") from None
@@ -110,7 +110,7 @@ def _rings(kind: str, coordinates) -> list[np.ndarray]:
         for ring in polygon:
             try:
                 points = np.asarray(ring, dtype=np.float64)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise bad_labels(f"a {kind} has a ring that is not a list of [x, y] points",
                                  code="bad_geojson") from None
             if points.ndim != 2 or points.shape[1] < 2:

@@ -66,9 +66,9 @@ def read_label_image(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     """A label image (0 = background, 1..N = nuclei) → HxW integer array."""
     array = read_sized(data, shape, "the label image")
     if array.ndim == 3:
-        if not (array == array[..., :1]).all():
+        if not all((array[..., c] == array[..., 0]).all() for c in range(1, array.shape[2])):
             raise ImageError("a label image must have one channel (0 = background, 1..N = nuclei)", code="bad_labels")
-        array = array[..., 0]
+        array = np.ascontiguousarray(array[..., 0])  # the other channels are freed
     if not np.issubdtype(array.dtype, np.integer):
         raise ImageError("a label image must hold integers", code="bad_labels")
     if np.issubdtype(array.dtype, np.signedinteger) and array.min() < 0:

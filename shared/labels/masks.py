@@ -27,10 +27,9 @@ def from_mask_zip(data: bytes, entries: list[archive.Entry], shape: tuple[int, i
             mask = read_sized(archive.read(opened, entry), shape, "it")
         except ImageError as exc:
             raise within(exc, f"mask {entry.name}") from None
-        inside = mask > 0
-        if inside.ndim == 3:
-            inside = inside.any(axis=2)
-        labels[inside] = i
-        del mask, inside
+        if mask.ndim == 3:  # a nucleus wherever any channel is set, without a boolean per channel
+            mask = mask.max(axis=2)
+        labels[mask > 0] = i
+        del mask
     return labels
 

@@ -214,7 +214,7 @@ class Outlines:
 def _points(ring, name: str, what: str) -> np.ndarray:
     try:
         points = np.asarray(ring, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ImageError(f"{what} {name} has coordinates that are not pairs of numbers", code="bad_labels") from None
     if points.ndim != 2 or points.shape[1] < 2:
         raise ImageError(f"{what} {name} has coordinates that are not pairs of numbers", code="bad_labels")

@@ -193,7 +193,7 @@ def _big_roi(shape: tuple[int, int], points: int) -> bytes:
     return ImagejRoi.frompoints(ring.astype(np.float32), name="big").tobytes()
 
 
-def _jpeg_declaring(width: int, height: int) -> bytes:
+def jpeg_declaring(width: int, height: int) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -277,9 +277,9 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
              "bad_labels"),
         Case("TIFF label bomb: 15000x15000", lambda: (tiff_of_zeros(15000, 15000), "labels.tif"), 400,
              "bad_labels"),
-        Case("JPEG label declaring 60000x60000", lambda: (_jpeg_declaring(60000, 60000), "labels.jpg"), 400,
+        Case("JPEG label declaring 60000x60000", lambda: (jpeg_declaring(60000, 60000), "labels.jpg"), 400,
              "bad_labels"),
-        Case("TIFF label of the image's size, 500 planes deep", lambda: (_tiff_stack(shape, 500), "labels.tif"),
+        Case("TIFF label of the image's size, 8 uint32 planes deep", lambda: (_tiff_stack(shape, 8), "labels.tif"),
              413, "image_too_large"),
         Case("mask bomb: 15000x15000 PNG in a mask zip",
              lambda: (raw_zip([stored_entry("masks/0001.png", png_of_zeros(15000, 15000))]), "masks.zip"), 400,
