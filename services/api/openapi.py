@@ -142,7 +142,11 @@ SCHEMAS = {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "format": "binary",
                                 "description": "a 16-bit PNG or TIFF label image the size of the image (0 = "
-                                               "background, 1..N = nuclei), or a zip of per-nucleus binary masks"}},
+                                               "background, 1..N = nuclei), a zip of per-nucleus binary masks, an "
+                                               "ImageJ/Fiji RoiSet.zip or .roi (one nucleus per area ROI), or QuPath "
+                                               "GeoJSON in the image's pixel coordinates (detections, else "
+                                               "annotations; a cell's nucleusGeometry); at most "
+                                               "NUCLEUS_MAX_LABEL_BYTES"}},
     },
     "Label": {
         "type": "object", "required": ["id", "image_id", "count", "sha256"],
@@ -398,7 +402,7 @@ PATHS = {
                                                "(µm) when the image has one"),
     "/images/{image_id}/labels": {
         "post": {
-            "summary": "Attach a label image (uploader); the same labels for the same image again answer 200 with "
+            "summary": "Attach labels (uploader); the same labels for the same image again answer 200 with "
                        "the existing row", "tags": ["training"], "parameters": _params("image_id"),
             "requestBody": {"required": True, "content": {"multipart/form-data": {
                 "schema": _ref("LabelForm"), "encoding": {"file": {"contentType": "application/octet-stream"}}}}},

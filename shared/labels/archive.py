@@ -133,7 +133,7 @@ def check(data: bytes, found: list[Entry], entry_limit: int, what: str) -> None:
         raise ArchiveTooLarge(f"the zip inflates to {total} bytes; at most {MAX_INFLATED_BYTES}")
     if total > RATIO_FREE_BYTES and total > MAX_RATIO * len(data):
         raise ArchiveTooLarge(f"the zip of {len(data)} bytes inflates to {total} bytes, more than {MAX_RATIO} "
-                              f"times its size")
+                              f"times its size: send masks as PNG (or compressed TIFF), or one label image")
 
 
 def open_archive(data: bytes) -> zipfile.ZipFile:

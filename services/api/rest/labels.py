@@ -82,7 +82,8 @@ def _read(upload: FileStorage | None, max_bytes: int) -> bytes:
         raise ApiError(400, "no_file", "send the label image in the multipart field 'file'")
     data = upload.stream.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise ApiError(413, "file_too_large", f"the label file is larger than the limit of {max_bytes} bytes")
+        raise ApiError(413, "file_too_large", f"the label file is larger than the limit of {max_bytes} bytes "
+                                              f"(NUCLEUS_MAX_LABEL_BYTES)")
     if not data:
         raise ApiError(400, "empty_file", "the label file is empty")
     return data
