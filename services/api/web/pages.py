@@ -32,6 +32,7 @@ from services.api.web import web
 from services.api.web.editor import display_png, editable, raw_ids_gzip, starting_labels
 from services.api.web.sessions import end_session, start_session
 from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
+from services.api.web.marker_plots import marker_by_condition, marker_choices, marker_png, parse_threshold
 from shared.auth import verify_token
 from shared.db.models import Experiment, JobStatus, Project
 
@@ -118,6 +119,7 @@ def experiment(name: str):
     return render_template("experiment.html", experiment=experiment, rows=rows, total=total, filters=filters,
                            filter_args=filter_args,
                            page=page, pending=any(r["status"] in PENDING for r in rows),
+                           markers=marker_choices(db(), experiment, filters),
                            may_upload=g.principal.has_role("uploader"))
 
 
@@ -173,6 +175,17 @@ def experiment_results_table(name: str, fmt: str):
 @web.get("/experiments/<name>/nuclei.<any(csv, parquet):fmt>")
 def experiment_nuclei_table(name: str, fmt: str):
     return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), fmt)
+
+
+@web.get("/experiments/<name>/plots/marker.png")
+def experiment_marker_plot(name: str):
+    experiment = get_experiment(name)
+    filters = ResultFilters.from_request()
+    marker, threshold = request.args.get("marker") or "", parse_threshold(request.args.get("threshold"))
+    known = marker_choices(db(), experiment, filters)
+    if marker not in known:
+        raise ApiError(400, "invalid_query", f"marker must be a measured channel ({', '.join(known) or 'none yet'})")
+    return _png(marker_png(marker_by_condition(db(), experiment, filters, marker, threshold), marker, threshold))
 
 
 @web.get("/experiments/<name>/plots/<any(counts, areas, plate):plot>.png")
