@@ -182,3 +182,15 @@ def test_an_unreachable_redis_lets_requests_through(harness, experiment):
 def test_a_malformed_limit_stops_the_start(harness, value):
     with pytest.raises(ValueError):
         make_app(harness, export_rate=value)
+
+
+def test_the_benchmark_runs():
+    """bench/rate_limits.py at a small size (its figures are for bench/README.md)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "bench/rate_limits.py", "-n", "12"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "label upload (404), limit on" in out and "[404]" in out
+    assert "unknown token, throttle on" in out and "[401, 429]" in out
