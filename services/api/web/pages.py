@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.api.access import get_experiment, get_image, require_role, visible
 from services.api.database import db
-from services.api.downloads import artifact_response
+from services.api.downloads import ARTIFACTS, artifact_response, experiment_archive
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
 from services.api.limits import RateLimited, check_upload_rate, count_auth_failure
@@ -177,6 +177,11 @@ def experiment_nuclei_table(name: str, fmt: str):
     return nuclei_export(db(), get_experiment(name), ResultFilters.from_request(), fmt)
 
 
+@web.get("/experiments/<name>/archive.zip")
+def experiment_archive_zip(name: str):
+    return experiment_archive(db(), get_experiment(name), ResultFilters.from_request())
+
+
 @web.get("/experiments/<name>/plots/marker.png")
 def experiment_marker_plot(name: str):
     experiment = get_experiment(name)
@@ -325,6 +330,6 @@ def image_area_plot(image_id: str):
     return _png(area_histogram_png(area_histogram(db(), result=result) if result else Histogram([], [])))
 
 
-@web.get("/images/<image_id>/<any(\"labels.tif\", \"overlay.png\", \"nuclei.csv\"):artifact>")
+@web.get("/images/<image_id>/<any(" + ", ".join(f'"{a}"' for a in ARTIFACTS) + "):artifact>")
 def image_artifact(image_id: str, artifact: str):
     return artifact_response(db(), get_image(image_id), artifact)
