@@ -12,27 +12,16 @@ import numpy as np
 import pytest
 
 from nucleus.client import ApiError, Client, ServerUnreachable, read_token
-from tests.support.api import ApiHarness, nuclei_image, png_bytes
-from tests.support.env import apply_settings, clear_shared_caches
+from tests.support.api import nuclei_image, png_bytes
 from tests.support.net import free_port
+from tests.support.served import served_api
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The API app behind werkzeug's HTTP server on a free port, with a one-per-minute export limit."""
-    from werkzeug.serving import make_server
-
-    monkeypatch = pytest.MonkeyPatch()
-    settings = apply_settings(monkeypatch, tmp_path_factory.mktemp("client"), export_rate="1/minute")
-    harness = ApiHarness(settings)
-    server = make_server("127.0.0.1", free_port(), harness.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    harness.http_url = f"http://127.0.0.1:{server.server_port}"
-    yield harness
-    server.shutdown()
-    monkeypatch.undo()
-    clear_shared_caches()
+    """The API app over HTTP, with a one-per-minute export limit."""
+    with served_api(tmp_path_factory.mktemp("client"), export_rate="1/minute") as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,202 @@
+"""`nucleus ingest --nuclear-channel`: an instrument's per-channel files of one field become one
+multi-channel image, uploaded with the nuclear channel named, against the API served over HTTP; and
+once, end to end, against `nucleus up`, where the nuclei table gets one intensity column per channel."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+
+from nucleus.client import Client
+from nucleus.commands.ingest import ingest
+from nucleus.ingest.names import instrument_field
+from nucleus.ingest.stacking import stack_channels
+from tests.support.channels import two_channel_planes
+from tests.support.served import served_api
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    with served_api(tmp_path_factory.mktemp("ingest-channels")) as harness:
+        yield harness
+
+
+@pytest.fixture(scope="module")
+def token(served) -> str:
+    return served.token("uploader")
+
+
+def write_tiff(path: Path, plane: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, plane)
+
+
+def plate(folder: Path, names) -> dict[str, np.ndarray]:
+    """Writes two channels per field, named by `names(well_row, well_col, site, channel)`; returns name → plane."""
+    planes, written = two_channel_planes(64), {}
+    for row, col in ((2, 3), (4, 5)):
+        for site in (1, 2):
+            for channel in (1, 2):
+                name = names(row, col, site, channel)
+                plane = planes[channel - 1] + row * 10 + col + site  # distinct bytes per field
+                write_tiff(folder / name, plane)
+                written[name] = plane
+    return written
+
+
+def run(folder: Path, state: Path, server: str, experiment: str, *args: str, env: dict | None = None):
+    base = ["--watch", str(folder), "--experiment", experiment, "--server", server, "--state", str(state),
+            "--settle", "0", "--once"]
+    return CliRunner().invoke(ingest, [*base, *args], env=env, catch_exceptions=False)
+
+
+def images_of(served, token: str, experiment: str) -> list[dict]:
+    api = Client(served.http_url, token)
+    return [api.image(row["image_id"]) for row in api.iter_results(experiment)]
+
+
+def test_opera_fields_become_one_two_channel_image_each(tmp_path, served, token):
+    folder = tmp_path / "opera"
+    written = plate(folder / "Images", lambda r, c, s, ch: f"r{r:02d}c{c:02d}f{s:02d}p01-ch{ch}sk1fk1fl1.tiff")
+    (folder / "Images" / "overview.png").write_bytes(b"not a channel file")
+    state = tmp_path / "opera-state.json"
+    result = run(folder, state, served.http_url, "opera", "--nuclear-channel", "ch1",
+                 env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 0, result.output
+
+    images = images_of(served, token, "opera")
+    assert len(images) == 4  # 2 wells x 2 fields, not 8 channel files (nor the overview)
+    assert sorted((i["well"], i["site"]) for i in images) == [("B03", "1"), ("B03", "2"), ("D05", "1"), ("D05", "2")]
+    for image in images:
+        assert image["channel"] == 0 and image["extra"]["channel_name"] == "ch1"
+        assert image["extra"]["plane"] == "1" and image["filename"].endswith(".ome.tif")
+        assert image["extra"].get("channel_names", ["ch1", "ch2"]) == ["ch1", "ch2"]
+
+    body = json.loads(state.read_text())
+    assert len(body["fields"]) == 4 and {f["outcome"] for f in body["fields"].values()} == {"sent"}
+    assert set(body["fields"]["Images/well=B03 site=1 plane=1 timepoint=1"]["files"]) == {"ch1", "ch2"}
+    assert body["files"]["Images/overview.png"]["outcome"] == "skipped"
+    assert all(body["files"][f"Images/{name}"]["outcome"] == "sent" for name in written)
+
+    again = run(folder, state, served.http_url, "opera", "--nuclear-channel", "ch1", env={"NUCLEUS_TOKEN": token})
+    assert again.exit_code == 0 and len(images_of(served, token, "opera")) == 4  # a restart resends nothing
+
+    # a channel written after its field went is never sent on its own
+    write_tiff(folder / "Images" / "r02c03f01p01-ch3sk1fk1fl1.tiff", written[next(iter(written))])
+    late = run(folder, state, served.http_url, "opera", "--nuclear-channel", "ch1", env={"NUCLEUS_TOKEN": token})
+    assert late.exit_code == 0 and "came after its field" in late.output
+    assert len(images_of(served, token, "opera")) == 4
+
+
+def test_metaxpress_fields_with_the_nuclear_channel_second(tmp_path, served, token):
+    folder = tmp_path / "mx"
+    plate(folder / "TimePoint_1", lambda r, c, s, ch: f"Screen7_{'ABCDEFGH'[r - 1]}{c:02d}_s{s}_w{ch}.tif")
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    result = run(folder, tmp_path / "mx-state.json", served.http_url, "mx", "--nuclear-channel", "W2",
+                 "--token-file", str(token_file), env={"NUCLEUS_TOKEN": ""})
+    assert result.exit_code == 0, result.output
+    images = images_of(served, token, "mx")
+    assert len(images) == 4 and {i["plate"] for i in images} == {"Screen7"}
+    assert {(i["channel"], i["extra"]["channel_name"]) for i in images} == {(1, "w2")}
+
+
+def test_a_field_missing_a_channel_waits_and_is_reported(tmp_path, served, token):
+    folder = tmp_path / "partial"
+    planes = two_channel_planes(64)
+    write_tiff(folder / "A01_s1_w1.tif", planes[0])
+    write_tiff(folder / "A01_s1_w2.tif", planes[1])
+    write_tiff(folder / "A02_s1_w1.tif", planes[0] + 1)  # its w2 is not there yet
+    state = tmp_path / "partial-state.json"
+    result = run(folder, state, served.http_url, "partial", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 1 and "well=A02 site=1 (no w2)" in result.output
+    assert [i["well"] for i in images_of(served, token, "partial")] == ["A01"]
+
+    write_tiff(folder / "A02_s1_w2.tif", planes[1] + 1)
+    result = run(folder, state, served.http_url, "partial", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    assert sorted(i["well"] for i in images_of(served, token, "partial")) == ["A01", "A02"]
+
+
+def test_explicit_channels_and_a_user_pattern(tmp_path, served, token):
+    folder = tmp_path / "custom"
+    planes = two_channel_planes(64)
+    for i, well in enumerate(("C04", "C05")):
+        write_tiff(folder / f"{well}-f1-DAPI.tif", planes[0] + i)
+        write_tiff(folder / f"{well}-f1-GFP.tif", planes[1] + i)
+    write_tiff(folder / "C06-f1-DAPI.tif", planes[0])  # no GFP, and no other file has a third channel
+    pattern = r"(?P<well>[A-P]\d+)-f(?P<field>\d+)-(?P<channel>[A-Za-z0-9]+)"
+    result = run(folder, tmp_path / "custom-state.json", served.http_url, "custom", "--pattern", pattern,
+                 "--nuclear-channel", "dapi", "--channels", "DAPI,GFP", env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 1 and "C06" in result.output
+    images = images_of(served, token, "custom")
+    assert sorted(i["well"] for i in images) == ["C04", "C05"]
+    assert {i["extra"]["channel_name"] for i in images} == {"DAPI"}
+
+
+def test_the_token_comes_from_the_environment_or_a_file_and_is_required(tmp_path, served, token):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    state = tmp_path / "empty-state.json"
+    missing = run(folder, state, served.http_url, "tokens", env={"NUCLEUS_TOKEN": "", "NUCLEUS_INGEST_TOKEN": ""})
+    assert missing.exit_code == 2 and "NUCLEUS_TOKEN" in missing.output and "--token-file" in missing.output
+    write_tiff(folder / "A01_s1_w1.tif", two_channel_planes(64)[0])
+    wrong = run(folder, state, served.http_url, "tokens", env={"NUCLEUS_TOKEN": "not-a-token"})
+    assert wrong.exit_code == 1 and "refused the token" in wrong.output
+    token_file = tmp_path / "open-token"
+    token_file.write_text(token)
+    token_file.chmod(0o644)
+    from_file = run(folder, state, served.http_url, "tokens", "--token-file", str(token_file),
+                    env={"NUCLEUS_TOKEN": "not-a-token"})  # the file wins over the environment
+    assert from_file.exit_code == 0, from_file.output
+    assert "can be read by other users" in from_file.output
+    assert len(images_of(served, token, "tokens")) == 1
+    bad = run(folder, state, served.http_url, "tokens", "--pattern", r"(?P<well>[A-P]\d+)", "--nuclear-channel", "w1",
+              env={"NUCLEUS_TOKEN": token})
+    assert bad.exit_code == 2 and "channel" in bad.output
+
+
+def test_stacking_is_deterministic_and_refuses_mismatched_channels():
+    planes = two_channel_planes(32)
+    files = [("ch1", "a-ch1.tif", _tiff(planes[0])), ("ch2", "a-ch2.tif", _tiff(planes[1]))]
+    first, second = stack_channels(files), stack_channels(files)
+    assert first == second  # the same field twice is a duplicate on the server
+    with tifffile.TiffFile(io.BytesIO(first)) as tif:
+        assert tif.series[0].axes == "CYX" and np.array_equal(tif.series[0].asarray(), planes)
+        assert 'Name="ch1"' in tif.ome_metadata and 'Name="ch2"' in tif.ome_metadata
+    from nucleus.ingest.stacking import StackError
+    with pytest.raises(StackError, match="pixels"):
+        stack_channels([files[0], ("ch2", "b-ch2.tif", _tiff(planes[1][:16]))])
+    assert instrument_field("Plate_A01_s1_w1_thumb0A1B2C3D4E5F.tif") is None
+
+
+def _tiff(plane: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, plane)
+    return buffer.getvalue()
+
+
+def test_end_to_end_columns_per_channel(tmp_path, embedded_stack):
+    """nucleus up segments ch1 and measures both channels: nuclei.csv has mean_intensity_ch1 and _ch2."""
+    folder = tmp_path / "e2e"
+    planes = two_channel_planes(128)
+    write_tiff(folder / "r01c01f01p01-ch1sk1fk1fl1.tiff", planes[0])
+    write_tiff(folder / "r01c01f01p01-ch2sk1fk1fl1.tiff", planes[1])
+    result = run(folder, tmp_path / "e2e-state.json", embedded_stack.url, "e2e", "--nuclear-channel", "ch1",
+                 env={"NUCLEUS_TOKEN": embedded_stack.token})
+    assert result.exit_code == 0, result.output
+    api = Client(embedded_stack.url, embedded_stack.token)
+    (row,) = list(api.iter_results("e2e"))
+    found = api.wait_for_result(row["image_id"], timeout=180)
+    assert found["count"] >= 3
+    table = list(csv.DictReader(io.StringIO(api.download(row["image_id"], "nuclei.csv").decode())))
+    assert {"mean_intensity_ch1", "mean_intensity_ch2"} <= set(table[0])
+    marker = sorted(float(r["mean_intensity_ch2"]) for r in table)
+    assert marker[-1] > 1000 > marker[0]  # the EdU-like channel measured inside each nucleus, not segmented
