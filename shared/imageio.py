@@ -46,7 +46,7 @@ def decode(data: bytes, channel: int | None = None, max_pixels: int = DEFAULT_MA
         raise ImageError("the file is empty", code="empty_file")
     kind = sniff_format(data)
     if kind is None:
-        raise ImageError("not an image: expected PNG, JPEG or TIFF", code="unsupported_format")
+        return _decode_vendor(data, channel, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -64,6 +64,19 @@ def decode(data: bytes, channel: int | None = None, max_pixels: int = DEFAULT_MA
     if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
     return image
+
+
+def _decode_vendor(data: bytes, channel: int | None, max_pixels: int) -> np.ndarray:
+    """A CZI, ND2 or LIF file through shared.reading: the given channel, Z max-projected, the first time point
+    and scene (an upload's own choices are applied where its Image row is at hand: services.worker.pipeline)."""
+    from shared.vendor_formats import sniff
+
+    if sniff(data[:16]) is None:
+        raise ImageError("not an image: expected PNG, JPEG or TIFF (or CZI, ND2, LIF)", code="unsupported_format")
+    from shared.read_options import ReadOptions
+    from shared.reading import read_picture
+
+    return read_picture(data, ReadOptions(channel=channel), max_pixels=max_pixels).nuclear
 
 
 def _pick_channel(image: np.ndarray, channel: int | None) -> np.ndarray:
