@@ -487,3 +487,75 @@ DOCUMENT = {
 
 def openapi_document() -> dict:
     return deepcopy(DOCUMENT)
+
+
+# -- the document as a page (/api/docs) -------------------------------------------------------------
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def _type_of(schema: dict) -> dict:
+    """A schema as text for the page, with the component it refers to (for a link), if any."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return {"text": name, "ref": name}
+    if schema.get("type") == "array":
+        inner = _type_of(schema.get("items") or {})
+        return {"text": f"array of {inner['text']}", "ref": inner["ref"]}
+    text = schema.get("type", "any")
+    if schema.get("format"):
+        text += f" ({schema['format']})"
+    if schema.get("enum"):
+        text += ": " + " | ".join(str(v) for v in schema["enum"])
+    if schema.get("nullable"):
+        text += ", nullable"
+    return {"text": text, "ref": None}
+
+
+def _resolve(item: dict, document: dict) -> dict:
+    ref = item.get("$ref")
+    if not ref:
+        return item
+    section, name = ref.split("/")[-2:]
+    return document["components"][section][name]
+
+
+def docs_view(document: dict | None = None) -> dict:
+    """What /api/docs shows: the operations grouped by tag (parameters, request body, responses resolved)
+    and the schemas with their properties."""
+    document = document or openapi_document()
+    tags: dict[str, list] = {}
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            operation = item.get(method)
+            if operation is None:
+                continue
+            parameters = []
+            for parameter in (_resolve(p, document) for p in operation.get("parameters", [])):
+                parameters.append({"name": parameter["name"], "in": parameter["in"],
+                                   "required": parameter.get("required", False),
+                                   "type": _type_of(parameter.get("schema") or {}),
+                                   "description": parameter.get("description", "")})
+            body = operation.get("requestBody")
+            bodies = [{"media": media, "type": _type_of(content.get("schema") or {})}
+                      for media, content in (body or {}).get("content", {}).items()]
+            responses = []
+            for status, response in operation.get("responses", {}).items():
+                resolved = _resolve(response, document)
+                responses.append({"status": status, "description": resolved.get("description", ""),
+                                  "media": [{"media": media, "type": _type_of(content.get("schema") or {})}
+                                            for media, content in resolved.get("content", {}).items()],
+                                  "headers": sorted(resolved.get("headers", {}))})
+            tag = (operation.get("tags") or ["other"])[0]
+            tags.setdefault(tag, []).append({
+                "id": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", "").replace(".", "-"),
+                "method": method.upper(), "path": document["servers"][0]["url"] + path,
+                "summary": operation.get("summary", ""), "parameters": parameters,
+                "body": bodies, "body_required": bool(body and body.get("required")), "responses": responses})
+    schemas = []
+    for name, schema in document["components"]["schemas"].items():
+        required = set(schema.get("required", []))
+        schemas.append({"name": name, "description": schema.get("description", ""), "type": _type_of(schema),
+                        "properties": [{"name": key, "required": key in required, "type": _type_of(value),
+                                        "description": value.get("description", "")}
+                                       for key, value in schema.get("properties", {}).items()]})
+    return {"info": document["info"], "openapi": document["openapi"], "tags": tags, "schemas": schemas}

@@ -36,4 +36,4 @@ def guard():
         return redirect(url_for("web.login", next=request.full_path if request.query_string else request.path))
 
 
-from services.api.web import pages  # noqa: E402,F401  (routes register on `web`)
+from services.api.web import api_docs, pages  # noqa: E402,F401  (routes register on `web`)
