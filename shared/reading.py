@@ -41,8 +41,11 @@ class Picture:
     sizes: dict = field(default_factory=dict)  # the chosen scene's dimensions: T, C, Z, Y, X
 
     def record(self) -> dict[str, str]:
-        """How the file was read, as Image.extra keeps it (text values, like any metadata)."""
-        record = {"channel_name": "rgb" if self.channel is None else self.channel_names[self.channel]}
+        """How the file was read, as Image.extra keeps it (text values, like any metadata): each choice the
+        file offered (a channel among several, a Z plane or projection, a time point, a scene)."""
+        record = {}
+        if len(self.channel_names) > 1:
+            record["channel_name"] = "rgb" if self.channel is None else self.channel_names[self.channel]
         for key in ("z", "t", "scene"):
             value = getattr(self, key)
             if value is not None:

@@ -39,7 +39,7 @@ def test_z_t_and_the_given_pixel_size_are_recorded(harness, admin, experiment):
     assert response.status_code == 202, response.json
     image = image_row(harness, response.json["images"][0]["id"])
     assert (image.channel, image.channel_names, image.pixel_size_um) == (0, ["ch0"], 0.4)
-    assert image.extra == {"channel_name": "ch0", "z": "2", "t": "1"}
+    assert image.extra == {"z": "2", "t": "1"}
     assert image.condition == "dmso"
 
 
