@@ -76,8 +76,7 @@ def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            raise ImageError(f"{path.name} is a folder; an OME-Zarr image needs the bioio-ome-zarr reader, which is "
-                             "not installed (it conflicts with this product's S3 client)", code="unsupported_format")
+            return _read_folder(path, options, max_pixels)
         size = path.stat().st_size
         filename = filename or path.name
         with path.open("rb") as fh:
@@ -114,6 +113,20 @@ def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(
     finally:
         if stack is not None and stack.close is not None:
             stack.close()
+
+
+def _read_folder(path: Path, options: ReadOptions, max_pixels: int) -> Picture:
+    """A folder is an OME-Zarr image (the command line; an upload is one file)."""
+    from shared import vendor_formats
+
+    try:
+        return choose(vendor_formats.ome_zarr(path, options.scene, max_pixels), options)
+    except ImageError:
+        raise
+    except (MemoryError, OverflowError) as exc:
+        raise ImageTooLarge(f"image too large to decode: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged chunk or metadata: the same refusal as a corrupt file
+        raise ImageError(f"corrupt OME-Zarr image {path.name}: {exc}", code="corrupt_image") from exc
 
 
 def choose(stack: Stack, options: ReadOptions) -> Picture:

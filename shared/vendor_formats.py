@@ -1,5 +1,6 @@
 """Microscope vendors' files: Zeiss CZI and Leica LIF through bioio's reader plugins, Nikon ND2 through the nd2
-library (bioio-nd2 needs s3fs, whose botocore pin conflicts with this product's S3 client). Each hands
+library and OME-Zarr folders through zarr (bioio-nd2 and bioio-ome-zarr need s3fs, whose botocore pin conflicts
+with the boto3 that moto brings to the tests). Each hands
 shared.reading a Stack whose shape and type come from the metadata; pixels load only for the chosen time
 point, once that shape has passed the limits.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.imageio import ImageError
-from shared.reading import Stack, check_plane_bytes, reduce_z, select_scene
+from shared.reading import Stack, _to_um, check_plane_bytes, reduce_z, select_scene
 
 MAGIC = {"czi": (b"ZISRAWFILE",), "nd2": (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  \r\n\x87\n")}
 SUFFIXES = {".czi": "czi", ".nd2": "nd2", ".lif": "lif"}
@@ -126,3 +127,53 @@ def _nd2(path: str, scene: str | int, max_pixels: int) -> Stack:
         sizes["C"], names = 3, [None] * 3
     sizes.setdefault("T", 1)
     return Stack("nd2", sizes, handle.dtype, names, pixel_size, scenes, index, load, rgb=rgb, close=handle.close)
+
+
+def ome_zarr(path: Path, scene: str | int, max_pixels: int) -> Stack:
+    """An OME-Zarr image folder (OME-NGFF 0.4/0.5), read with zarr: its full-resolution level, channel labels
+    from `omero`, the pixel size from the level's scale (bioio-ome-zarr needs s3fs, as bioio-nd2 does)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for a folder that is not a group
+        raise ImageError(f"{path.name} is a folder but not an OME-Zarr image: {exc}", code="unsupported_format") from None
+    attrs = dict(group.attrs)
+    attrs = attrs.get("ome", attrs)
+    if "plate" in attrs or "well" in attrs:
+        raise ImageError(f"{path.name} is an OME-Zarr plate or well: give one field's image folder "
+                         "(<plate>.zarr/<row>/<column>/<field>)", code="unsupported_format")
+    if not attrs.get("multiscales"):
+        raise ImageError(f"{path.name} holds no OME-Zarr image (no multiscales metadata)", code="unsupported_format")
+    select_scene(["0"], scene)
+    multiscale = attrs["multiscales"][0]
+    axes = [(a["name"] if isinstance(a, dict) else a).upper() for a in multiscale.get("axes", list("tczyx"))]
+    units = {(a["name"].upper() if isinstance(a, dict) else a.upper()): (a.get("unit") if isinstance(a, dict) else None)
+             for a in multiscale.get("axes", [])}
+    level = multiscale["datasets"][0]
+    array = group[level["path"]]
+    sizes = {a: int(n) for a, n in zip(axes, array.shape)}
+    if "Y" not in sizes or "X" not in sizes:
+        raise ImageError(f"{path.name} has no 2-D image (axes {''.join(axes)})", code="unsupported_format")
+    check_plane_bytes({k: v for k, v in sizes.items() if k in "CZYX"}, array.dtype, max_pixels)
+    channels = sizes.get("C", 1)
+    names = [c.get("label") or None for c in attrs.get("omero", {}).get("channels", [])]
+    names = names if len(names) == channels else [None] * channels
+    scale = next((t["scale"] for t in level.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
+    pixel_size = None
+    if scale and "X" in axes:
+        pixel_size = _to_um(scale[axes.index("X")], units.get("X") or "micrometer")
+
+    def load(t: int, z: str | int) -> np.ndarray:
+        pick = tuple(t if a == "T" else slice(None) if a in "CZYX" else 0 for a in axes)
+        kept = [a for a in axes if a in "CZYX"]
+        planes = np.asarray(array[pick])
+        for a in "CZ":
+            if a not in kept:
+                planes, kept = planes[np.newaxis], [a, *kept]
+        planes = np.transpose(planes, [kept.index(a) for a in "CZYX"])
+        return reduce_z(planes, z, axis=1)
+
+    sizes.setdefault("T", 1)
+    sizes.setdefault("C", 1)
+    return Stack("ome-zarr", sizes, array.dtype, names, pixel_size, ["0"], 0, load)

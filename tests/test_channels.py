@@ -187,3 +187,26 @@ def test_segment_names_the_channels_and_refuses_bad_options(ome_file, tmp_path):
     for option, value in (("--pixel-size", "0"), ("--pixel-size", "-2"), ("--z", "top"), ("--t", "-1")):
         refused = run_segment(ome_file, "--channel", "0", option, value, "--out", tmp_path / "c")
         assert refused.exit_code == 2 and option in refused.output, refused.output
+
+
+def test_an_ome_zarr_folder(tmp_path):
+    import zarr
+
+    stack = np.random.default_rng(4).integers(0, 4000, (3, 2, 4, 32, 40), dtype=np.uint16)
+    group = zarr.open_group(str(tmp_path / "field.zarr"), mode="w")
+    group.create_array("0", data=stack, chunks=(1, 1, 1, 32, 40))
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    group.attrs["ome"] = {"version": "0.5", "omero": {"channels": [{"label": "DAPI"}, {"label": "GFP"}]},
+                          "multiscales": [{"axes": axes, "datasets": [{"path": "0", "coordinateTransformations": [
+                              {"type": "scale", "scale": [1, 1, 2.0, 0.65, 0.65]}]}]}]}
+    picture = read_picture(tmp_path / "field.zarr", ReadOptions(channel="gfp", z=2, t=1))
+    assert (picture.format, picture.channel_names, picture.pixel_size_um) == ("ome-zarr", ["DAPI", "GFP"], 0.65)
+    assert np.array_equal(picture.nuclear, stack[1, 1, 2])
+    assert np.array_equal(read_picture(tmp_path / "field.zarr", ReadOptions(channel=0)).nuclear,
+                          stack[0, 0].max(axis=0))
+    with pytest.raises(OptionError, match="DAPI, GFP"):
+        read_picture(tmp_path / "field.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ImageError, match="not an OME-Zarr image|no OME-Zarr image"):
+        read_picture(tmp_path / "plain")
