@@ -18,7 +18,7 @@ from shared.imageio import ImageError
 
 # The outlines of one upload together may cover the image (their row crossings and pixels) this many times
 # over: nuclei hardly overlap, so more means outlines that are not nuclei, or a request built to cost time.
-MAX_COVERAGE = 32
+MAX_COVERAGE = 32  # counted as each outline's row crossings plus its bounding box
 # An outline may cross a row of pixels this many times on average (a nucleus crosses each row twice, a few times
 # with holes or a ragged edge).
 MAX_CROSSINGS_PER_ROW = 64
@@ -141,7 +141,7 @@ class Outlines:
             while upto < len(rows) and edge_ids[upto] == edge_ids[upto - 1]:
                 upto += 1
             part = slice(at, upto)
-            self._fill(x0[part], y0[part], slope[part], first[part], rows[part], edge_ids[part], names)
+            self._fill(x0[part], y0[part], slope[part], first[part], rows[part], edge_ids[part])
             at = upto
 
     def _check_all_inside(self, points: np.ndarray, point_ids: np.ndarray, names: dict[int, str]) -> None:
@@ -157,6 +157,12 @@ class Outlines:
             i = int(np.flatnonzero(outside)[0])
             name = names[int(point_ids[outline_start[i]])]
             self._check_inside(low[i, 0], high[i, 0], low[i, 1], high[i, 1], name)
+        # What filling will paint at most: each outline's bounding box within the image.
+        low = np.clip(np.floor(low), 0, [width, height])
+        high = np.clip(np.ceil(high), 0, [width, height])
+        boxes = np.cumsum((high[:, 0] - low[:, 0]) * (high[:, 1] - low[:, 1]))
+        over = np.flatnonzero(boxes > self._work_left)
+        self._spend(int(boxes[-1]), names[int(point_ids[outline_start[over[0]]])] if len(over) else "")
 
     def _check_crossings(self, edge_ids, first, stop, rows, names: dict[int, str]) -> None:
         if not len(rows):
@@ -173,7 +179,7 @@ class Outlines:
         over = np.flatnonzero(np.cumsum(crossings) > self._work_left)
         self._spend(int(crossings.sum()), names[int(edge_ids[outline_start[over[0]]])] if len(over) else "")
 
-    def _fill(self, x0, y0, slope, first, rows, edge_ids, names: dict[int, str]) -> None:
+    def _fill(self, x0, y0, slope, first, rows, edge_ids) -> None:
         """Crossings → sorted → paired into spans → painted, a batch of pixels at a time."""
         total = int(rows.sum())
         if total == 0:
@@ -197,8 +203,6 @@ class Outlines:
         if not len(lengths):
             return
         ends = np.cumsum(lengths)
-        over = np.flatnonzero(ends > self._work_left)
-        self._spend(int(ends[-1]), names[int(outline[over[0]])] if len(over) else "")
         flat = self._labels.reshape(-1)
         done = 0
         while done < len(lengths):

@@ -228,7 +228,7 @@ def _zigzag(shape: tuple[int, int], vertices: int) -> bytes:
 
 def catalogue(shape: tuple[int, int]) -> list[Case]:
     """Every hostile label upload for an image of `shape` (height, width), with the refusal it must get."""
-    from shared.labels import geojson
+    from shared.labels import geojson, masks
 
     height, width = shape
     pixels = height * width
@@ -236,7 +236,8 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
     bomb = lambda: raw_zip([zeros_entry("masks/0001.png", 1536 * MiB)])  # noqa: E731
     inner = lambda: raw_zip([zeros_entry("masks/0001.png", 32 * MiB, crc=0)])  # noqa: E731
     many = max(1, int(1.1 * gib) // (pixels * 8))
-    values = max(geojson.MIN_VALUES, pixels // 2)
+    values = max(geojson.MIN_VALUES, pixels // geojson.PIXELS_PER_VALUE)
+    most_masks = min(masks.MAX_MASKS, masks.MAX_MASK_PIXELS // pixels)
     return [
         Case("zip bomb: 1.5 MB inflating to 1.5 GiB in one mask", lambda: (bomb(), "masks.zip"), 413,
              "archive_too_large"),
@@ -263,6 +264,9 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
         Case("end record declaring 60 000 entries",
              lambda: (raw_zip([stored_entry("a.png", b"x")], declared_count=60_000), "masks.zip"), 413,
              "archive_too_large"),
+        Case("more masks than a zip may hold for this image",
+             lambda: (raw_zip([stored_entry(f"masks/{i:05d}.png", b"") for i in range(most_masks + 1)]), "masks.zip"),
+             413, "archive_too_large"),
         Case("bad CRC", lambda: (mask_zip_with_bad_crc(shape), "masks.zip"), 400, "bad_archive"),
         Case("truncated zip", lambda: (mask_zip_with_bad_crc(shape)[:-30], "masks.zip"), 400, "bad_archive"),
         Case("corrupt deflate stream",
@@ -301,9 +305,9 @@ def catalogue(shape: tuple[int, int]) -> list[Case]:
              400, "labels_too_complex"),
         Case("single .roi file of a million points", lambda: (_big_roi(shape, 1_000_000), "big.roi"), 413,
              "labels_too_large"),
-        Case("RoiSet of 2000 ROIs each covering the image",
+        Case("RoiSet of 500 ROIs each covering the image",
              lambda: (raw_zip([stored_entry(f"{i:04d}.roi", _roi_rect(0, 0, width, height, str(i)))
-                               for i in range(2000)]), "RoiSet.zip"), 400, "labels_too_complex"),
+                               for i in range(500)]), "RoiSet.zip"), 400, "labels_too_complex"),
     ]
 
 
