@@ -141,6 +141,19 @@ def test_explicit_channels_and_a_user_pattern(tmp_path, served, token):
     assert {i["extra"]["channel_name"] for i in images} == {"DAPI"}
 
 
+def test_numbered_channels_of_a_user_pattern_are_named_not_indexed(tmp_path, served, token):
+    """A channel group capturing 1 and 2 names the channels ch1 and ch2 (a bare 2 would be an index)."""
+    folder = tmp_path / "numbered"
+    planes = two_channel_planes(64)
+    write_tiff(folder / "D07_c01.tif", planes[1])
+    write_tiff(folder / "D07_c02.tif", planes[0])
+    result = run(folder, tmp_path / "numbered-state.json", served.http_url, "numbered", "--pattern",
+                 r"(?P<well>[A-P]\d+)_c(?P<channel>\d+)", "--nuclear-channel", "2", env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 0, result.output
+    (image,) = images_of(served, token, "numbered")
+    assert (image["channel"], image["extra"]["channel_name"]) == (1, "ch2")
+
+
 def test_the_token_comes_from_the_environment_or_a_file_and_is_required(tmp_path, served, token):
     folder = tmp_path / "empty"
     folder.mkdir()

@@ -108,8 +108,11 @@ class FieldName:
 
 
 def normalise_label(label: str) -> str:
-    """How labels are compared: case-insensitive, numbers without leading zeros (`CH01` = `ch1`)."""
-    return re.sub(r"\d+", lambda m: str(int(m.group())), label.strip().lower())
+    """How labels are compared: case-insensitive, numbers without leading zeros (`CH01` = `ch1`, `2` = `ch2`)."""
+    label = label.strip().lower()
+    if label.isdigit():
+        label = f"ch{label}"
+    return re.sub(r"\d+", lambda m: str(int(m.group())), label)
 
 
 def instrument_field(relative_path: str, patterns: tuple[re.Pattern | str, ...] = DEFAULT_PATTERNS) -> FieldName | None:
@@ -125,7 +128,9 @@ def instrument_field(relative_path: str, patterns: tuple[re.Pattern | str, ...] 
         if pattern is METAXPRESS and "_thumb" in path.rsplit("/", 1)[-1].lower():
             return None  # MetaXpress's own small previews (<name>_thumb<GUID>.tif) are not channels
         prefix = CHANNEL_PREFIX.get(pattern if isinstance(pattern, str) else pattern.pattern)
-        label = f"{prefix}{int(groups['channel'])}" if prefix else groups["channel"]
+        value = groups["channel"]
+        # a bare number would be read by the server as an index, so it becomes ch<N> like the file's own names
+        label = f"{prefix or 'ch'}{int(value)}" if prefix or value.isdigit() else value
         fields = {k: v for k, v in parse_name(path, (pattern,)).items() if k != "instrument_channel"}
         for extra in ("plane", "timepoint"):
             if extra in groups:

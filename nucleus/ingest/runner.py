@@ -210,6 +210,8 @@ class Ingester:
         still = {f.relative for f in changing}
         for info in settled + changing:
             name = names.get(info.relative)
+            if info.relative in still and (name is None or self.state.field(name.key) is not None):
+                continue  # skipped once it is completely written
             if name is None:
                 self.state.record_skipped(info.relative, info.size, info.mtime_ns, "no instrument channel in its name")
                 log.warning("skipped %s: its name carries no instrument channel (with --nuclear-channel only "
