@@ -309,7 +309,7 @@ def _tiff_stack(data: bytes, scene: str | int, max_pixels: int) -> Stack:
         return planes[0] if rgb else planes
 
     return Stack("ome-tiff" if ome else "tiff", sizes, array.dtype, names, pixel_size, scenes,
-                 scenes[index] if isinstance(scene, str) else index, load, rgb=rgb)
+                 index, load, rgb=rgb)
 
 
 def _canonical(array: np.ndarray, axes: str) -> tuple[np.ndarray, str]:

@@ -86,7 +86,7 @@ def _bioio(kind: str, path: str, scene: str | int, max_pixels: int) -> Stack:
     if rgb:
         sizes["C"], names = 3, [None] * 3
     return Stack(kind, sizes, reader.dtype, names, float(pixel_size) if pixel_size and pixel_size > 0 else None,
-                 scenes, scenes[index] if isinstance(scene, str) else index, load, rgb=rgb,
+                 scenes, index, load, rgb=rgb,
                  close=getattr(reader, "close", None))
 
 

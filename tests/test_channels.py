@@ -210,3 +210,19 @@ def test_an_ome_zarr_folder(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(ImageError, match="not an OME-Zarr image|no OME-Zarr image"):
         read_picture(tmp_path / "plain")
+
+
+def test_scenes_by_index_or_name():
+    buffer = io.BytesIO()
+    with tifffile.TiffWriter(buffer, ome=True) as writer:
+        for name, value in (("A1 field 1", 5), ("B2 field 1", 9)):
+            writer.write(np.full((2, 16, 20), value, np.uint16), photometric="minisblack",
+                         metadata={"axes": "CYX", "Name": name, "Channel": {"Name": ["DAPI", "GFP"]}})
+    data = buffer.getvalue()
+    first = read_picture(data, ReadOptions(channel="dapi"))
+    assert first.nuclear[0, 0] == 5 and first.record() == {"channel_name": "DAPI", "scene": "0"}
+    for scene in (1, "b2 FIELD 1"):
+        second = read_picture(data, ReadOptions(channel="dapi", scene=scene))
+        assert second.nuclear[0, 0] == 9 and second.record()["scene"] == "1"
+    with pytest.raises(OptionError, match="0: A1 field 1, 1: B2 field 1"):
+        read_picture(data, ReadOptions(channel="dapi", scene=2))
