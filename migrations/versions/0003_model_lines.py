@@ -33,7 +33,24 @@ def _drop_unique_on_image_id(table: str) -> None:
             op.drop_constraint(constraint['name'], table, type_='unique')
 
 
+def _foreign_keys_off() -> None:
+    """SQLite's batch mode copies a table, drops it and renames the copy (same rows, same ids); with foreign
+    keys enforced, dropping jobs or results that other rows reference fails. Effective before the migration's
+    first write, as when upgrading from 0002."""
+    if op.get_bind().dialect.name == 'sqlite':
+        op.get_bind().exec_driver_sql('PRAGMA foreign_keys=OFF')
+
+
 def upgrade() -> None:
+    _foreign_keys_off()
+    active = op.get_bind().execute(sa.text(
+        "SELECT version FROM model_versions WHERE active = true ORDER BY created DESC")).scalars().first()
+    op.drop_index('ix_model_versions_active', table_name='model_versions')
+    with op.batch_alter_table('model_versions') as batch:
+        batch.drop_column('active')
+        batch.add_column(sa.Column('project_id', sa.Integer(), nullable=True))
+        batch.create_foreign_key('fk_model_versions_project_id', 'projects', ['project_id'], ['id'])
+        batch.create_index('ix_model_versions_project_id', ['project_id'])
     op.create_table('project_models',
     sa.Column('project_id', sa.Integer(), nullable=False),
     sa.Column('version', sa.String(length=100), nullable=False),
@@ -42,15 +59,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['version'], ['model_versions.version'], ),
     sa.PrimaryKeyConstraint('project_id')
     )
-    op.execute("INSERT INTO project_models (project_id, version, activated) "
-               "SELECT projects.id, model_versions.version, CURRENT_TIMESTAMP FROM projects, model_versions "
-               "WHERE model_versions.active = true")
-    op.drop_index('ix_model_versions_active', table_name='model_versions')
-    with op.batch_alter_table('model_versions') as batch:
-        batch.drop_column('active')
-        batch.add_column(sa.Column('project_id', sa.Integer(), nullable=True))
-        batch.create_foreign_key('fk_model_versions_project_id', 'projects', ['project_id'], ['id'])
-        batch.create_index('ix_model_versions_project_id', ['project_id'])
+    if active is not None:  # every existing project keeps the version the whole instance was using
+        op.get_bind().execute(sa.text("INSERT INTO project_models (project_id, version, activated) "
+                                      "SELECT id, :version, CURRENT_TIMESTAMP FROM projects"), {"version": active})
 
     op.create_table('held_out_images',
     sa.Column('image_id', sa.String(length=32), nullable=False),
@@ -77,6 +88,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _foreign_keys_off()
     # only the newest job and result of each image survive: the schema before allowed one
     op.execute("DELETE FROM nuclei WHERE result_id IN (SELECT r.id FROM results r WHERE EXISTS "
                "(SELECT 1 FROM results n WHERE n.image_id = r.image_id AND n.id > r.id))")
