@@ -119,3 +119,41 @@ def test_activation_requests_are_checked(two_labs):
     assert created.status_code == 202
     assert admin.get(f"/api/v1/training-runs/{created.json['id']}").json["project"] == "beta"
     assert np.all([lines.active_in(p) == shipped for p in ("alpha", "beta", "default")])
+
+
+def test_upgrading_a_database_in_use_keeps_every_project_on_its_version(tmp_path):
+    """Migration 0003 on a SQLite database holding rows: every project gets the version that was active for the
+    whole instance, results and their nuclei survive the table copies, and an image may then get a second job."""
+    import sqlalchemy as sa
+
+    from shared.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0002")
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.exec_driver_sql("INSERT INTO projects (id, name, created) VALUES (1, 'default', CURRENT_TIMESTAMP), "
+                          "(2, 'lab', CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO model_versions (version, object_key, sha256, training_summary, metrics, active, "
+                          "created) VALUES ('v-old', 'k', 's', '{}', '{}', 0, CURRENT_TIMESTAMP), "
+                          "('v-active', 'k', 's', '{}', '{}', 1, CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO experiments (id, name, project_id, created) VALUES (1, 'e', 2, CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO images (id, experiment_id, sha256, object_key, filename, width, height, "
+                          "size_bytes, extra, created) VALUES ('i1', 1, 's', 'k', 'f', 1, 1, 1, '{}', CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO jobs (id, image_id, status, attempts, enqueued, interruptions, created) "
+                          "VALUES ('j1', 'i1', 'done', 1, 1, 0, CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO results (id, job_id, image_id, model_version, count, labels_key, overlay_key, "
+                          "nuclei_csv_key, created) VALUES (1, 'j1', 'i1', 'v-active', 3, 'a', 'b', 'c', "
+                          "CURRENT_TIMESTAMP)")
+        c.exec_driver_sql("INSERT INTO nuclei (id, result_id, label, area, perimeter, centroid_x, centroid_y, "
+                          "equivalent_diameter, eccentricity, solidity, mean_intensity, integrated_intensity) "
+                          "VALUES (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1)")
+    upgrade(url)
+    with engine.begin() as c:
+        assert sorted(c.exec_driver_sql("SELECT project_id, version FROM project_models").all()) == [
+            (1, "v-active"), (2, "v-active")]
+        assert c.exec_driver_sql("SELECT count(*) FROM nuclei").scalar() == 1
+        assert c.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        c.exec_driver_sql("INSERT INTO jobs (id, image_id, status, attempts, enqueued, interruptions, created, "
+                          "model_version) VALUES ('j2', 'i1', 'queued', 0, 0, 0, CURRENT_TIMESTAMP, 'v-old')")
+    engine.dispose()
