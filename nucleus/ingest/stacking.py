@@ -69,7 +69,8 @@ def stack_channels(channels: list[tuple[str, str, bytes]]) -> bytes:
     import tifffile
 
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, stack, ome=True, photometric="minisblack", compression="zlib", metadata=metadata)
+    # Uncompressed, as instruments write their channel files: zlib costs more time than it saves in transfer
+    tifffile.imwrite(buffer, stack, ome=True, photometric="minisblack", metadata=metadata)
     return buffer.getvalue()
 
 
