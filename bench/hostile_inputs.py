@@ -51,7 +51,10 @@ def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
 
     from tests.support.api import png_bytes
 
+    from shared.labels.masks import MAX_MASK_PIXELS, MAX_MASKS
+
     height, width = shape
+    most_masks = min(MAX_MASKS, MAX_MASK_PIXELS // (height * width))
     labels = np.zeros(shape, np.uint16)
     outlines = []
     for n, (y, x) in enumerate(((y, x) for y in range(4, height - 20, 24) for x in range(4, width - 20, 24)), 1):
@@ -59,7 +62,7 @@ def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
         outlines.append([[x, y], [x + 16, y], [x + 16, y + 16], [x, y + 16]])
     masks = io.BytesIO()
     with zipfile.ZipFile(masks, "w") as archive:
-        for n in range(1, min(len(outlines), 2000) + 1):
+        for n in range(1, min(len(outlines), most_masks) + 1):
             archive.writestr(f"masks/{n:05d}.png", png_bytes(((labels == n) * 255).astype(np.uint8)))
     roiset = io.BytesIO()
     with zipfile.ZipFile(roiset, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -69,7 +72,7 @@ def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
                  "properties": {"objectType": "detection", "measurements": {"Area": 256.0, "Circularity": 1.0}}}
                 for ring in outlines]
     return [(f"label PNG, {len(outlines)} nuclei", png_bytes(labels), "labels.png"),
-            (f"mask zip, {min(len(outlines), 2000)} masks", masks.getvalue(), "masks.zip"),
+            (f"mask zip, {min(len(outlines), most_masks)} masks", masks.getvalue(), "masks.zip"),
             (f"RoiSet.zip, {len(outlines)} ROIs", roiset.getvalue(), "RoiSet.zip"),
             (f"QuPath GeoJSON, {len(outlines)} detections",
              json.dumps({"type": "FeatureCollection", "features": features}).encode(), "cells.geojson")]

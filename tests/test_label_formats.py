@@ -133,6 +133,21 @@ def test_a_later_roi_lies_over_an_earlier_one(harness, admin, image_id, tmp_path
                   [polygon_mask(big) & ~polygon_mask(small), polygon_mask(small)])
 
 
+def test_a_composite_roi_with_a_hole_is_one_nucleus_without_its_hole(harness, admin, image_id):
+    outer = [[10.3, 10.3], [40.3, 10.3], [40.3, 40.3], [10.3, 40.3]]
+    hole = [[20.3, 20.3], [30.3, 20.3], [30.3, 30.3], [20.3, 30.3]]
+    path = []
+    for ring in (outer, hole):  # ImageJ's shape ROI: MOVETO x y, LINETO x y..., CLOSE
+        path += [0, *ring[0]] + [value for point in ring[1:] for value in (1, *point)] + [4]
+    donut = ImagejRoi(roitype=ROI_TYPE.RECT, name="donut", left=10, top=10, right=41, bottom=41,
+                      multi_coordinates=np.array(path, np.float32), shape_roi_size=len(path))
+    response = post_labels(admin, image_id, donut.tobytes(), "donut.roi")
+    assert response.json["count"] == 1
+    expected = polygon_mask(outer, hole)
+    assert expected.sum() == 30 * 30 - 10 * 10
+    assert_nuclei(stored_labels(harness, admin, response), [expected])
+
+
 # --- QuPath ----------------------------------------------------------------------------------------
 
 CELL = [[6.5, 5.5], [18.2, 4.7], [21.6, 13.3], [12.1, 17.8], [5.3, 12.4]]
@@ -181,6 +196,18 @@ def test_a_list_of_qupath_annotations_is_one_nucleus_each(harness, admin, image_
     response = post_labels(admin, image_id, json.dumps(features, indent=2).encode(), "annotations.json")
     assert response.json["count"] == 2
     assert_nuclei(stored_labels(harness, admin, response), [polygon_mask(CELL), polygon_mask(PART_B)])
+
+
+def test_a_qupath_0_2_export_names_object_types_by_class(harness, admin, image_id):
+    """QuPath 0.2 wrote no objectType; the feature's id names the Java class."""
+    features = [{"type": "Feature", "id": "PathAnnotationObject", "geometry": polygon([[0, 0], [WIDTH, 0],
+                                                                                    [WIDTH, HEIGHT], [0, HEIGHT]]),
+                 "properties": {"isLocked": False}},
+                {"type": "Feature", "id": "PathDetectionObject", "geometry": polygon(CELL),
+                 "properties": {"measurements": [{"name": "Area", "value": 41.0}]}}]
+    response = post_labels(admin, image_id, json.dumps(features).encode(), "qupath-0.2.json")
+    assert response.json["count"] == 1
+    assert_nuclei(stored_labels(harness, admin, response), [polygon_mask(CELL)])
 
 
 def test_the_same_nuclei_from_a_roiset_and_a_geojson_are_one_label(harness, admin, image_id, tmp_path):
