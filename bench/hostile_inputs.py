@@ -37,6 +37,8 @@ def harness_in(data_dir: str):
         del os.environ[name]
     os.environ["NUCLEUS_DATA_DIR"] = data_dir
     os.environ["NUCLEUS_LOG_LEVEL"] = "WARNING"
+    os.environ["NUCLEUS_LABEL_UPLOAD_RATE"] = ""  # every case is measured, none is refused for its rate
+    os.environ["NUCLEUS_UPLOAD_RATE_PER_MINUTE"] = "0"
     from shared.config import get_settings
     from tests.support.api import ApiHarness
 
