@@ -125,6 +125,26 @@ def test_a_field_missing_a_channel_waits_and_is_reported(tmp_path, served, token
     assert sorted(i["well"] for i in images_of(served, token, "partial")) == ["A01", "A02"]
 
 
+def test_a_refused_field_goes_again_once_its_bad_file_is_replaced(tmp_path, served, token):
+    folder = tmp_path / "fixed"
+    planes = two_channel_planes(64)
+    write_tiff(folder / "B01_s1_w1.tif", planes[0] + 7)
+    write_tiff(folder / "B01_s1_w2.tif", planes[1][:32])  # not the size of w1
+    state = tmp_path / "fixed-state.json"
+    refused = run(folder, state, served.http_url, "fixed", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert refused.exit_code == 1 and "rejected field" in refused.output and "pixels" in refused.output
+    assert json.loads(state.read_text())["fields"]["well=B01 site=1"]["outcome"] == "rejected"  # nothing uploaded
+    quiet = run(folder, state, served.http_url, "fixed", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert quiet.exit_code == 0 and "rejected field" not in quiet.output  # unchanged files: not tried again
+
+    write_tiff(folder / "B01_s1_w2.tif", planes[1] + 7)
+    fixed = run(folder, state, served.http_url, "fixed", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert fixed.exit_code == 0, fixed.output
+    (image,) = images_of(served, token, "fixed")
+    assert image["well"] == "B01" and image["extra"]["channel_name"] == "w1"
+    assert json.loads(state.read_text())["fields"]["well=B01 site=1"]["outcome"] == "sent"
+
+
 def test_explicit_channels_and_a_user_pattern(tmp_path, served, token):
     folder = tmp_path / "custom"
     planes = two_channel_planes(64)

@@ -210,14 +210,14 @@ class Ingester:
         still = {f.relative for f in changing}
         for info in settled + changing:
             name = names.get(info.relative)
-            if info.relative in still and (name is None or self.state.field(name.key) is not None):
+            if info.relative in still and (name is None or self._delivered(name.key)):
                 continue  # skipped once it is completely written
             if name is None:
                 self.state.record_skipped(info.relative, info.size, info.mtime_ns, "no instrument channel in its name")
                 log.warning("skipped %s: its name carries no instrument channel (with --nuclear-channel only "
                             "per-channel files are sent, as fields)", info.relative)
                 continue
-            if self.state.field(name.key) is not None:
+            if self._delivered(name.key):
                 self.state.record_skipped(info.relative, info.size, info.mtime_ns,
                                           "came after its field was sent", late_for=name.key, label=name.label)
                 log.warning("skipped %s: channel %s came after its field %s was sent", info.relative, name.label,
@@ -229,6 +229,12 @@ class Ingester:
                 clashes.add(name.key)
             members[label] = info
             field_names.setdefault(name.key, name)
+        # a refused field is tried again when one of its files changes, with its unchanged files too
+        changed = {f.relative for f in settled + changing}
+        for info in files:
+            name = names.get(info.relative)
+            if name and name.key in fields and info.relative not in changed and self.state.field(name.key):
+                fields[name.key].setdefault(normalise_label(name.label), info)
         ready, waiting = [], 0
         self.totals.incomplete = []
         for key in sorted(fields):
@@ -310,6 +316,9 @@ class Ingester:
             self._attempts.pop(name.key, None)
             return True
         return self._outcome_without_upload(answer, name.key)
+
+    def _delivered(self, key: str) -> bool:
+        return (self.state.field(key) or {}).get("outcome") in ("sent", "duplicate")
 
     def _tell(self, what: tuple, level: str, message: str, *args) -> None:
         if what not in self._told:
