@@ -1,4 +1,9 @@
-"""ImageJ/Fiji ROIs (a RoiSet.zip from the ROI Manager, or one .roi file), each area ROI one nucleus (roifile)."""
+"""ImageJ/Fiji ROIs (a RoiSet.zip from the ROI Manager, or one .roi file), each area ROI one nucleus (roifile).
+
+Polygon, freehand, traced, rectangle, oval and composite (shape) ROIs outline nuclei; a rectangle with rounded
+corners is filled as a rectangle, and a ROI's stack position is not looked at. Lines, points, text and
+arrows are refused by name, since they outline nothing.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -52,10 +57,10 @@ def _add(outlines: Outlines, data: bytes, name: str) -> None:
     if roi.name:
         name = f"{name} ({roi.name})"
     kind = roi.roitype
-    if roi.subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW, ROI_SUBTYPE.IMAGE) or kind in (
-            ROI_TYPE.LINE, ROI_TYPE.FREELINE, ROI_TYPE.POLYLINE, ROI_TYPE.ANGLE, ROI_TYPE.POINT, ROI_TYPE.NOROI):
-        what = roi.subtype.name.lower() if roi.subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW,
-                                                             ROI_SUBTYPE.IMAGE) else kind.name.lower()
+    overlay = roi.subtype in (ROI_SUBTYPE.TEXT, ROI_SUBTYPE.ARROW, ROI_SUBTYPE.IMAGE)
+    if overlay or kind in (ROI_TYPE.LINE, ROI_TYPE.FREELINE, ROI_TYPE.POLYLINE, ROI_TYPE.ANGLE, ROI_TYPE.POINT,
+                           ROI_TYPE.NOROI):
+        what = (roi.subtype if overlay else kind).name.lower()
         raise bad_labels(f"ROI {name} is a {what} ROI, not the outline of a nucleus (use polygon, freehand, "
                          f"traced, oval or rectangle ROIs)", code="unsupported_roi")
     try:
