@@ -108,6 +108,48 @@ def test_metaxpress_fields_with_the_nuclear_channel_second(tmp_path, served, tok
     assert {(i["channel"], i["extra"]["channel_name"]) for i in images} == {(1, "w2")}
 
 
+def test_watching_a_field_waits_for_every_channel_to_settle(tmp_path, served, token):
+    """The ingester's loop step by step, on a clock of its own: a field goes only when all its channels
+    are there and none has changed for the settle time."""
+    from nucleus.ingest.client import ApiClient
+    from nucleus.ingest.runner import Ingester
+    from nucleus.ingest.scanner import SettleTracker
+    from nucleus.ingest.state import SentState
+
+    folder = tmp_path / "watched"
+    planes = two_channel_planes(64)
+    state = SentState(tmp_path / "watch-state.json", folder, served.http_url, "watched").open()
+    ingester = Ingester(folder, ApiClient(served.http_url, token, "watched"), state, settle=2.0,
+                        nuclear_channel="ch1", channels=("ch1", "ch2"))
+    now = [0.0]
+    ingester.tracker = SettleTracker(2.0, clock=lambda: now[0])
+    try:
+        write_tiff(folder / "r01c01f01p01-ch1.tiff", planes[0])
+        assert ingester.step() == 1 and ingester.totals.sent == 0      # ch2 not there
+        now[0] = 5.0
+        assert ingester.step() == 1 and ingester.totals.sent == 0      # ch1 settled, still no ch2
+        write_tiff(folder / "r01c01f01p01-ch2.tiff", planes[1][:10])   # being written
+        now[0] = 6.0
+        assert ingester.step() == 1 and ingester.totals.sent == 0
+        write_tiff(folder / "r01c01f01p01-ch2.tiff", planes[1])        # finished, but not yet for 2 s
+        now[0] = 7.5
+        assert ingester.step() == 1 and ingester.totals.sent == 0
+        now[0] = 9.6
+        assert ingester.step() == 0 and ingester.totals.sent == 1
+    finally:
+        state.close()
+    (image,) = images_of(served, token, "watched")
+    with tifffile.TiffFile(io.BytesIO(served.store.get(_stored_key(served, image["id"])))) as tif:
+        assert np.array_equal(tif.series[0].asarray(), planes)  # both channels, whole
+
+
+def _stored_key(served, image_id: str) -> str:
+    from shared.db.models import Image
+
+    with served.session() as session:
+        return session.get(Image, image_id).object_key
+
+
 def test_a_field_missing_a_channel_waits_and_is_reported(tmp_path, served, token):
     folder = tmp_path / "partial"
     planes = two_channel_planes(64)
