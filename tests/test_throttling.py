@@ -178,10 +178,11 @@ def test_an_unreachable_redis_lets_requests_through(harness, experiment):
         assert bearer(app.test_client(), "nuc_unknown-token").status_code == 401
 
 
+@pytest.mark.parametrize("setting", ["export_rate", "auth_failure_limit"])
 @pytest.mark.parametrize("value", ["often", "10/fortnight"])
-def test_a_malformed_limit_stops_the_start(harness, value):
+def test_a_malformed_limit_stops_the_start(harness, setting, value):
     with pytest.raises(ValueError):
-        make_app(harness, export_rate=value)
+        make_app(harness, **{setting: value})
 
 
 def test_the_benchmark_runs():

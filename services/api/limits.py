@@ -79,6 +79,8 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
                       strategy="moving-window", key_prefix=KEY_PREFIX, swallow_errors=True,
                       headers_enabled=False)
     app.extensions[EXTENSION_KEY] = limiter
+    if settings.auth_failure_limit.strip():
+        parse(settings.auth_failure_limit)  # a malformed setting stops the start, not a request
     for setting, endpoints in HEAVY_ROUTES.items():
         value = getattr(settings, setting).strip()
         if not value:
@@ -99,9 +101,9 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     def _rate_limited(exc: RateLimitExceeded):
         current = limiter.current_limit
         wait = current.window[0] - time.time() if current is not None else 60  # window[0]: when it resets
-        body, status, headers = error_response(429, "rate_limited", f"{exc.description}; retry in "
-                                               f"{max(1, math.ceil(wait))} s")
-        return body, status, {**headers, "Retry-After": str(max(1, math.ceil(wait)))}
+        seconds = max(1, math.ceil(wait))
+        body, status, headers = error_response(429, "rate_limited", f"{exc.description}; retry in {seconds} s")
+        return body, status, {**headers, "Retry-After": str(seconds)}
 
     return limiter
 
