@@ -511,6 +511,15 @@ def _type_of(schema: dict) -> dict:
     return {"text": text, "ref": None}
 
 
+def _text(markdown: str) -> "Markup":
+    """Escaped text with its `code` spans as <code> (the document's descriptions use them)."""
+    import re
+
+    from markupsafe import Markup, escape
+
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(markdown or ""))))
+
+
 def _resolve(item: dict, document: dict) -> dict:
     ref = item.get("$ref")
     if not ref:
@@ -534,14 +543,14 @@ def docs_view(document: dict | None = None) -> dict:
                 parameters.append({"name": parameter["name"], "in": parameter["in"],
                                    "required": parameter.get("required", False),
                                    "type": _type_of(parameter.get("schema") or {}),
-                                   "description": parameter.get("description", "")})
+                                   "description": _text(parameter.get("description", ""))})
             body = operation.get("requestBody")
             bodies = [{"media": media, "type": _type_of(content.get("schema") or {})}
                       for media, content in (body or {}).get("content", {}).items()]
             responses = []
             for status, response in operation.get("responses", {}).items():
                 resolved = _resolve(response, document)
-                responses.append({"status": status, "description": resolved.get("description", ""),
+                responses.append({"status": status, "description": _text(resolved.get("description", "")),
                                   "media": [{"media": media, "type": _type_of(content.get("schema") or {})}
                                             for media, content in resolved.get("content", {}).items()],
                                   "headers": sorted(resolved.get("headers", {}))})
@@ -549,13 +558,14 @@ def docs_view(document: dict | None = None) -> dict:
             tags.setdefault(tag, []).append({
                 "id": f"{method}-{path}".replace("/", "-").replace("{", "").replace("}", "").replace(".", "-"),
                 "method": method.upper(), "path": document["servers"][0]["url"] + path,
-                "summary": operation.get("summary", ""), "parameters": parameters,
+                "summary": _text(operation.get("summary", "")), "parameters": parameters,
                 "body": bodies, "body_required": bool(body and body.get("required")), "responses": responses})
     schemas = []
     for name, schema in document["components"]["schemas"].items():
         required = set(schema.get("required", []))
-        schemas.append({"name": name, "description": schema.get("description", ""), "type": _type_of(schema),
+        schemas.append({"name": name, "description": _text(schema.get("description", "")), "type": _type_of(schema),
                         "properties": [{"name": key, "required": key in required, "type": _type_of(value),
-                                        "description": value.get("description", "")}
+                                        "description": _text(value.get("description", ""))}
                                        for key, value in schema.get("properties", {}).items()]})
-    return {"info": document["info"], "openapi": document["openapi"], "tags": tags, "schemas": schemas}
+    info = {**document["info"], "description": _text(document["info"].get("description", ""))}
+    return {"info": info, "openapi": document["openapi"], "tags": tags, "schemas": schemas}
