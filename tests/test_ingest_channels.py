@@ -233,6 +233,8 @@ def test_the_token_comes_from_the_environment_or_a_file_and_is_required(tmp_path
     assert from_file.exit_code == 0, from_file.output
     assert "can be read by other users" in from_file.output
     assert len(images_of(served, token, "tokens")) == 1
+    on_the_command_line = run(folder, state, served.http_url, "tokens", "--token", token, env={"NUCLEUS_TOKEN": ""})
+    assert on_the_command_line.exit_code == 0 and "visible to other users in `ps`" in on_the_command_line.output
     bad = run(folder, state, served.http_url, "tokens", "--pattern", r"(?P<well>[A-P]\d+)", "--nuclear-channel", "w1",
               env={"NUCLEUS_TOKEN": token})
     assert bad.exit_code == 2 and "channel" in bad.output

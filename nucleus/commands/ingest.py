@@ -31,6 +31,9 @@ def _token(given: str | None, token_file: Path | None) -> str:
 
     from nucleus.client import read_token
 
+    if given:
+        click.echo("note: a token given with --token is visible to other users in `ps`; prefer $NUCLEUS_TOKEN "
+                   "or --token-file", err=True)
     if token_file is not None and token_file.stat().st_mode & 0o077:
         click.echo(f"warning: {token_file} can be read by other users; chmod 600 it", err=True)
     try:
