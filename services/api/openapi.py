@@ -457,7 +457,8 @@ PATHS = {
                  "parameters": _params("version"),
                  "requestBody": {"required": False,
                                  "content": {"application/json": {"schema": _ref("ActivateModel")}}},
-                 "responses": {"200": _json(_ref("Model"), "Now active"), "404": _error("NotFound"),
+                 "responses": {"200": _json(_ref("Model"), "Now active"), "400": _error("BadRequest"),
+                               "404": _error("NotFound"),
                                "409": _error("Conflict"), **AUTH_ERRORS}},
     },
     "/openapi.json": {
