@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     secret_key: str | None = None  # Flask sessions; generated and kept in data_dir when unset
     session_lifetime_hours: float = 12.0  # a web sign-in lasts this long at most; signing out ends it at once
     secure_cookies: bool = False  # deployed behind TLS: the session cookie is marked Secure and HSTS is sent
+    trusted_proxies: int = 0  # reverse proxies in front of the API whose X-Forwarded-For/-Proto/-Host are believed
 
     # Throttling and rate limits, in Flask-Limiter's notation ("10/minute", "100/hour"); empty: off.
     auth_failure_limit: str = "10/minute"  # failed sign-ins and unknown bearer tokens, per client address and per token prefix

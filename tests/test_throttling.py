@@ -65,6 +65,27 @@ def test_one_token_prefix_is_throttled_from_any_address(harness):
     assert bearer(from_address(app, "10.1.0.9"), "nuc_DIFFERENT-try").status_code == 401
 
 
+def test_behind_a_trusted_proxy_the_forwarded_address_counts(harness):
+    app = make_app(harness, auth_failure_limit="2/minute", trusted_proxies=1)
+    proxy = from_address(app, "10.4.0.1")
+
+    def via_proxy(client_address: str, token: str):
+        return read(proxy.get("/api/v1/experiments", headers={"Authorization": f"Bearer {token}",
+                                                               "X-Forwarded-For": client_address}))
+
+    for i in range(2):
+        assert via_proxy("198.51.100.7", f"nuc_fwd{i}-guess").status_code == 401
+    assert via_proxy("198.51.100.7", "nuc_fwd9-guess").status_code == 429
+    assert via_proxy("198.51.100.8", "nuc_other-guess").status_code == 401  # another client behind the same proxy
+
+    direct = make_app(harness, auth_failure_limit="2/minute")  # no trusted proxy: the header is ignored
+    spoofer = from_address(direct, "10.4.0.2")
+    statuses = [spoofer.get("/api/v1/experiments", headers={"Authorization": f"Bearer nuc_spoof{i}-x",
+                                                            "X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                for i in range(3)]
+    assert statuses == [401, 401, 429]
+
+
 def test_failed_sign_ins_are_throttled(harness):
     app = make_app(harness, auth_failure_limit="2/minute")
     client = from_address(app, "10.2.0.1")

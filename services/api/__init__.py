@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.config import Settings, get_settings
 from shared.storage import make_store
@@ -30,6 +31,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or get_settings()
     app = Flask(__name__)
+    if settings.trusted_proxies > 0:  # the client's own address (throttling) and scheme, as the proxies saw them
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     app.config.update(
         NUCLEUS_SETTINGS=settings,
         SECRET_KEY=load_secret_key(settings),
