@@ -203,3 +203,14 @@ def test_the_token_comes_from_the_argument_a_file_or_the_environment(tmp_path, m
     token_file.write_text("\n")
     with pytest.raises(ValueError):
         read_token(token_file=token_file)
+
+
+def test_the_client_and_the_ingester_import_nothing_of_the_server():
+    """They run on instrument PCs and notebooks: requests, numpy and tifffile, no services/ or shared/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nucleus.client, nucleus.ingest.runner, nucleus.commands.ingest; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'services', 'shared', 'flask', 'sqlalchemy', "
+            "'torch', 'celery'}))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
