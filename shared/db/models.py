@@ -165,9 +165,6 @@ class Token(Base):
     project: Mapped[Project | None] = relationship()
 
 
-class Label(Base):
-    """A scientist's label image for an uploaded image: training data for the next model."""
-    __tablename__ = "labels"
 class WebSession(Base):
     """A signed-in browser. The cookie carries the session's id; only its SHA-256 is stored, and
     signing out (or the token's revocation, or the lifetime running out) ends it on the server."""
@@ -179,6 +176,9 @@ class WebSession(Base):
     revoked: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Label(Base):
+    """A scientist's label image for an uploaded image: training data for the next model."""
+    __tablename__ = "labels"
     __table_args__ = (UniqueConstraint("image_id", "sha256", name="uq_label_image_sha256"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
