@@ -161,10 +161,16 @@ def test_a_field_missing_a_channel_waits_and_is_reported(tmp_path, served, token
     assert result.exit_code == 1 and "well=A02 site=1 (no w2)" in result.output
     assert [i["well"] for i in images_of(served, token, "partial")] == ["A01"]
 
+    (folder / "A03_s1_w1.tif").write_bytes(b"")  # created, not yet written
+    write_tiff(folder / "A03_s1_w2.tif", planes[1] + 3)
+    result = run(folder, state, served.http_url, "partial", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 1 and "well=A03 site=1 (an empty channel file)" in result.output
+
     write_tiff(folder / "A02_s1_w2.tif", planes[1] + 1)
+    write_tiff(folder / "A03_s1_w1.tif", planes[0] + 3)
     result = run(folder, state, served.http_url, "partial", "--nuclear-channel", "w1", env={"NUCLEUS_TOKEN": token})
     assert result.exit_code == 0, result.output
-    assert sorted(i["well"] for i in images_of(served, token, "partial")) == ["A01", "A02"]
+    assert sorted(i["well"] for i in images_of(served, token, "partial")) == ["A01", "A02", "A03"]
 
 
 def test_a_refused_field_goes_again_once_its_bad_file_is_replaced(tmp_path, served, token):

@@ -244,6 +244,11 @@ class Ingester:
             elif key in clashes:
                 self._tell(("clash", key), "error", "field %s has two files for one channel; not sent: %s", key,
                            ", ".join(sorted(m.relative for m in members.values())))
+                self.totals.incomplete.append(f"{key} (two files for one channel)")
+            elif any(m.size == 0 for m in members.values()):
+                self._tell(("empty", key), "info", "field %s waits: a channel file is empty", key)
+                self.totals.incomplete.append(f"{key} (an empty channel file)")
+                waiting += 0 if self.once else 1
             elif not expected <= set(members):
                 missing = ", ".join(sorted(expected - set(members)))
                 self._tell(("incomplete", key, missing), "info", "field %s waits for channel(s) %s", key, missing)
