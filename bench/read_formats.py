@@ -11,7 +11,6 @@ are not timed here.
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from pathlib import Path

@@ -137,7 +137,8 @@ def ome_zarr(path: Path, scene: str | int, max_pixels: int) -> Stack:
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises several types for a folder that is not a group
-        raise ImageError(f"{path.name} is a folder but not an OME-Zarr image: {exc}", code="unsupported_format") from None
+        raise ImageError(f"{path.name} is a folder but not an OME-Zarr image: {exc}",
+                         code="unsupported_format") from None
     attrs = dict(group.attrs)
     attrs = attrs.get("ome", attrs)
     if "plate" in attrs or "well" in attrs:
