@@ -226,3 +226,17 @@ def test_scenes_by_index_or_name():
         assert second.nuclear[0, 0] == 9 and second.record()["scene"] == "1"
     with pytest.raises(OptionError, match="0: A1 field 1, 1: B2 field 1"):
         read_picture(data, ReadOptions(channel="dapi", scene=2))
+
+
+def test_the_read_bench_runs_at_a_small_size():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "bench/read_formats.py", "--size", "128", "--repeat", "1", "--z", "2"],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("ome-tiff", "imagej tiff", "png 16-bit", "jpeg 8-bit", "ome-tiff z=2 (max)", "czi (bioio)"):
+        line = next(line for line in proc.stdout.splitlines() if line.startswith(name))
+        assert "(128, 128)" in line, line
