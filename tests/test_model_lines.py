@@ -157,3 +157,41 @@ def test_upgrading_a_database_in_use_keeps_every_project_on_its_version(tmp_path
         c.exec_driver_sql("INSERT INTO jobs (id, image_id, status, attempts, enqueued, interruptions, created, "
                           "model_version) VALUES ('j2', 'i1', 'queued', 0, 0, 0, CURRENT_TIMESTAMP, 'v-old')")
     engine.dispose()
+
+
+def test_enough_new_labels_start_a_run_in_their_own_project(use_settings, tmp_path):
+    from sqlalchemy import func
+
+    from shared.config import get_settings
+    from shared.db.migrate import upgrade
+    from shared.db.models import Project, TrainingRun
+    from shared.db.session import session_scope
+    from services.api.rest.training import start_run_if_enough_labels
+
+    use_settings(tmp_path, auto_train_after_labels=2)
+    upgrade()
+    labels = np.zeros((64, 64), np.uint16)
+    labels[5:15, 5:15] = 1
+    experiments = {project: lines.experiment_in(project) for project in ("alpha", "beta")}
+
+    def label(project: str, seed: int) -> None:
+        image_id, _job = lines.add_image(experiments[project], nuclei_image(seed, size=64), f"{seed}.png")
+        lines.add_label(image_id, labels)
+
+    def runs() -> dict[str, int]:
+        with session_scope() as session:
+            names = dict(session.query(Project.id, Project.name).all())
+            return {names[p]: n for p, n in session.query(TrainingRun.project_id, func.count()).group_by(
+                TrainingRun.project_id).all()}
+
+    label("alpha", 1)
+    label("beta", 2)
+    assert start_run_if_enough_labels(get_settings()) is None and runs() == {}  # one label in each: not enough
+    label("beta", 3)
+    assert start_run_if_enough_labels(get_settings()) is not None
+    assert runs() == {"beta": 1}
+    label("beta", 4)
+    label("beta", 5)
+    assert start_run_if_enough_labels(get_settings()) is None  # beta's run is still queued
+    label("alpha", 6)
+    assert start_run_if_enough_labels(get_settings()) is not None and runs() == {"alpha": 1, "beta": 1}
