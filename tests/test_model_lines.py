@@ -195,3 +195,19 @@ def test_enough_new_labels_start_a_run_in_their_own_project(use_settings, tmp_pa
     assert start_run_if_enough_labels(get_settings()) is None  # beta's run is still queued
     label("alpha", 6)
     assert start_run_if_enough_labels(get_settings()) is not None and runs() == {"alpha": 1, "beta": 1}
+
+
+def test_a_project_token_sees_only_its_own_line(two_labs):
+    harness, _labs = two_labs
+    client, _ = sign_in_project(harness, "beta")
+    html = client.get("/models").data.decode()
+    assert 'id="line-beta"' in html and 'id="line-alpha"' not in html
+
+
+def sign_in_project(harness, project: str):
+    from tests.support.api import csrf_from
+
+    client = harness.app.test_client()
+    client.post("/login", data={"token": harness.token("viewer", project),
+                                "csrf_token": csrf_from(client.get("/login").data), "next": "/"})
+    return client, csrf_from(client.get("/").data)

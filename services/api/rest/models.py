@@ -92,8 +92,8 @@ def _active_in(actives: dict[str, str]) -> dict[str, list[str]]:
 
 
 def model_lines() -> list[dict]:
-    """Each project's line for the models page: its active version, and the versions trained in it (newest
-    first) with their parents and metrics."""
+    """Each project's line the signed-in person may see, for the models page: its active version, and the
+    versions trained in it (newest first) with their parents and metrics."""
     session = db()
     actives = active_by_project()
     names = project_names()
@@ -102,9 +102,11 @@ def model_lines() -> list[dict]:
                                .order_by(ModelVersion.created.desc(), ModelVersion.version)):
         trained.setdefault(row.project_id, []).append(row)
     by_version = _active_in(actives)
+    principal = current_principal()
     return [{"project": name, "active": actives.get(name),
              "versions": [model_json(r, name, by_version.get(r.version, []), name) for r in trained.get(pid, [])]}
-            for pid, name in sorted(names.items(), key=lambda item: item[1])]
+            for pid, name in sorted(names.items(), key=lambda item: item[1])
+            if principal.sees_every_project or pid == principal.project_id]
 
 
 def page_of_models(page, project: Project) -> tuple[list[dict], int]:
