@@ -22,10 +22,10 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from flask import Response, stream_with_context
-from sqlalchemy import String, Text, cast, func, type_coerce
+from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from services.api.queries import NUCLEUS_COLUMNS, STREAM_BATCH, ResultFilters, experiment_query
+from services.api.queries import NUCLEUS_COLUMNS, STREAM_BATCH, ResultFilters, apply_filters, experiment_query
 from shared.db.models import Experiment, Image, Job, Nucleus, Result
 from shared.spreadsheet import inert
 
@@ -86,10 +86,17 @@ class _Metadata:
 
 def measure_columns(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
     """The union of the (filtered) results' extra nucleus columns, in the order first seen. The database
-    hands back each distinct list once, with the creation time of its first image."""
+    hands back each distinct list once, with the creation time of its first image. Unless a filter reads
+    jobs, every result of the matching images counts (an earlier model version's too), which spares the
+    newest-job join."""
     listed = cast(Result.measure_columns, Text)
-    query = (experiment_query([listed, func.min(Image.created)], experiment, filters, with_result=True)
-             .group_by(listed).order_by(func.min(Image.created)))
+    columns = [listed, func.min(Image.created)]
+    if filters.reads_jobs:
+        query = experiment_query(columns, experiment, filters, with_result=True)
+    else:
+        query = apply_filters(select(*columns).select_from(Result).join(Image, Image.id == Result.image_id)
+                              .where(Image.experiment_id == experiment.id), filters)
+    query = query.group_by(listed).order_by(func.min(Image.created))
     names: dict[str, None] = {}
     for text, _first in session.execute(query):
         names.update(dict.fromkeys(json.loads(text) if text else []))

@@ -89,6 +89,11 @@ class ResultFilters:
                    status=status, created_from=_date_arg("created_from"), created_to=_date_arg("created_to"),
                    sort=sort, version=request.args.get("version") or None)
 
+    @property
+    def reads_jobs(self) -> bool:
+        """Whether a filter reads the images' jobs or results (else the images alone decide which match)."""
+        return self.status is not None or self.version is not None
+
     def order(self) -> list:
         if not self.sort:
             return [Image.created, Image.id]
@@ -179,8 +184,7 @@ def count_rows(session: Session, query: Select) -> int:
 
 def _needs_jobs(filters: ResultFilters) -> bool:
     """Whether the filters or the order read a job or a result (else the images alone decide the rows)."""
-    return filters.status is not None or filters.version is not None or (
-        filters.sort is not None and filters.sort.lstrip("-") in ("count", "status"))
+    return filters.reads_jobs or (filters.sort is not None and filters.sort.lstrip("-") in ("count", "status"))
 
 
 def page_of_results(session: Session, experiment: Experiment, filters: ResultFilters, page: Page) -> tuple[list[dict], int]:
