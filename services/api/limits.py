@@ -39,7 +39,7 @@ HEAVY_ROUTES = {
     "export_rate": ("api.experiment_nuclei", "api.experiment_nuclei_parquet", "api.experiment_archive_zip",
                     "api.experiment_results",
                     "web.experiment_results_table", "web.experiment_nuclei_table", "web.experiment_archive_zip"),
-    "plot_rate": ("web.experiment_plot", "web.image_area_plot"),
+    "plot_rate": ("web.experiment_plot", "web.experiment_marker_plot", "web.image_area_plot"),
     "training_run_rate": ("api.post_training_run", "web.start_training"),
     "resegment_rate": ("api.post_resegment", "web.resegment"),
 }
