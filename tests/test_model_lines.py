@@ -113,6 +113,7 @@ def test_activation_requests_are_checked(two_labs):
     beta_viewer = harness.client("viewer", project="beta")
     assert beta_viewer.get("/api/v1/models?project=alpha").status_code == 403
     assert beta_viewer.get("/api/v1/models").json["project"] == "beta"
+    assert {p for m in beta_viewer.get("/api/v1/models").json["models"] for p in m["active_in"]} == {"beta"}
     # runs: a project token's runs go to its project; an unknown project is refused
     assert admin.post("/api/v1/training-runs", json={"project": "nowhere"}).status_code == 404
     created = admin.post("/api/v1/training-runs", json={"project": "beta"})

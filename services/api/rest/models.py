@@ -78,9 +78,13 @@ def requested_project(name: str | None) -> Project:
 
 
 def active_by_project() -> dict[str, str]:
-    """{project name: its active version} for every project."""
+    """{project name: its active version} for every project the current token may see."""
     session = db()
-    return {p.name: row.version for p in session.scalars(select(Project).order_by(Project.name))
+    principal = current_principal()
+    projects = select(Project).order_by(Project.name)
+    if not principal.sees_every_project:
+        projects = projects.where(Project.id == principal.project_id)
+    return {p.name: row.version for p in session.scalars(projects)
             if (row := registry.active_version(session, p.id)) is not None}
 
 
