@@ -101,10 +101,11 @@ def test_metaxpress_fields_with_the_nuclear_channel_second(tmp_path, served, tok
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
     result = run(folder, tmp_path / "mx-state.json", served.http_url, "mx", "--nuclear-channel", "W2",
-                 "--token-file", str(token_file), env={"NUCLEUS_TOKEN": ""})
+                 "--token-file", str(token_file), "--pixel-size", "0.65", env={"NUCLEUS_TOKEN": ""})
     assert result.exit_code == 0, result.output
     images = images_of(served, token, "mx")
     assert len(images) == 4 and {i["plate"] for i in images} == {"Screen7"}
+    assert {i["pixel_size_um"] for i in images} == {0.65}
     assert {(i["channel"], i["extra"]["channel_name"]) for i in images} == {(1, "w2")}
 
 
@@ -244,6 +245,8 @@ def test_the_token_comes_from_the_environment_or_a_file_and_is_required(tmp_path
     bad = run(folder, state, served.http_url, "tokens", "--pattern", r"(?P<well>[A-P]\d+)", "--nuclear-channel", "w1",
               env={"NUCLEUS_TOKEN": token})
     assert bad.exit_code == 2 and "channel" in bad.output
+    zero = run(folder, state, served.http_url, "tokens", "--pixel-size", "0", env={"NUCLEUS_TOKEN": token})
+    assert zero.exit_code == 2 and "--pixel-size" in zero.output
 
 
 def test_stacking_is_deterministic_and_refuses_mismatched_channels():

@@ -67,6 +67,8 @@ def _token(given: str | None, token_file: Path | None) -> str:
               help="With --nuclear-channel: the channels every field has (e.g. ch1,ch2); a field waits until all are "
                    "there and settled. Default: every channel seen in the folder so far (give this when the "
                    "instrument writes one channel for the whole plate before the next).")
+@click.option("--pixel-size", "pixel_size", type=click.FloatRange(min=0, min_open=True), default=None, metavar="UM",
+              help="Pixel size in µm sent with every image (overrides the files' own), for measurements in µm.")
 @click.option("--settle", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds a file's size must stay unchanged before it is sent.")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -74,7 +76,7 @@ def _token(given: str | None, token_file: Path | None) -> str:
 @click.option("--once", is_flag=True, help="Send what is in the folder now (waiting for it to settle), then exit.")
 @click.option("--max-backoff", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Longest wait between retries while the server is unreachable (Retry-After wins).")
-def ingest(folder, experiment, server, token, token_file, pattern, nuclear_channel, channels, settle, state_path, once, max_backoff):
+def ingest(folder, experiment, server, token, token_file, pattern, nuclear_channel, channels, pixel_size, settle, state_path, once, max_backoff):
     """Watch the --watch folder and upload each new image once it is completely written.
 
     Survives the server being down or restarting; remembers what it sent, so a restart resends
@@ -118,7 +120,7 @@ def ingest(folder, experiment, server, token, token_file, pattern, nuclear_chann
         click.echo(f"state: {state_path}", err=True)
         ingester = Ingester(folder, ApiClient(server, token, experiment), state, settle=settle, patterns=patterns,
                             once=once, backoff=Backoff(maximum=max_backoff), console=console, stop=stop,
-                            nuclear_channel=nuclear_channel, channels=channel_list)
+                            nuclear_channel=nuclear_channel, channels=channel_list, pixel_size_um=pixel_size)
         totals = ingester.run()
     except IngestFatal as exc:
         console.close()

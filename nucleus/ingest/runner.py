@@ -47,10 +47,11 @@ class Ingester:
                  patterns: tuple[re.Pattern | str, ...] = DEFAULT_PATTERNS, once: bool = False,
                  poll: float | None = None, backoff: Backoff | None = None, console: Console | None = None,
                  stop: threading.Event | None = None, nuclear_channel: str | None = None,
-                 channels: tuple[str, ...] = ()):
+                 channels: tuple[str, ...] = (), pixel_size_um: float | None = None):
         self.folder = Path(folder)
         self.nuclear = normalise_label(nuclear_channel) if nuclear_channel else None
         self.channels = {normalise_label(c) for c in channels}
+        self.extra_fields = {"pixel_size_um": repr(pixel_size_um)} if pixel_size_um else {}
         self.client, self.state, self.patterns, self.once = client, state, patterns, once
         self.tracker = SettleTracker(settle)
         self.poll = poll if poll is not None else max(0.1, min(1.0, settle / 4))
@@ -151,7 +152,7 @@ class Ingester:
 
         if not self._experiment_ready and not self._ensure_experiment(rel):
             return False
-        fields = parse_name(rel, self.patterns)
+        fields = {**parse_name(rel, self.patterns), **self.extra_fields}
         answer = self._upload(Path(rel).name, data, fields)
         if answer.kind == "sent":
             self._sent(info, sha, answer, fields)
@@ -296,7 +297,7 @@ class Ingester:
             log.error("rejected field %s: %s", name.key, exc)
             return True
         sha = hashlib.sha256(image).hexdigest()
-        fields = {**name.fields, "channel": nuclear_label}
+        fields = {**name.fields, "channel": nuclear_label, **self.extra_fields}
         if not self._experiment_ready and not self._ensure_experiment(name.key):
             return False
         answer = self._upload(name.filename, image, fields)
