@@ -2,7 +2,6 @@
 Used by the REST API and the web pages alike."""
 from __future__ import annotations
 
-from array import array
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -225,30 +224,42 @@ def _nucleus_query(columns, experiment: Experiment | None, result: Result | None
     return query.join(Nucleus, Nucleus.result_id == Result.id)
 
 
+def _area_range(session: Session, experiment: Experiment | None, result: Result | None,
+                filters: ResultFilters | None) -> tuple:
+    """(nuclei, smallest area, largest area): of one result from its nuclei; of an experiment from its results'
+    own counts and area summaries (one row per image instead of one per nucleus)."""
+    if result is not None:
+        return session.execute(select(func.count(Nucleus.id), func.min(Nucleus.area), func.max(Nucleus.area))
+                               .where(Nucleus.result_id == result.id)).one()
+    return session.execute(experiment_query([func.sum(Result.count), func.min(Result.area_min),
+                                             func.max(Result.area_max)], experiment, filters or ResultFilters(),
+                                            with_result=True)).one()
+
+
 def area_histogram(session: Session, experiment: Experiment | None = None, result: Result | None = None,
                    filters: ResultFilters | None = None) -> Histogram:
     """Nucleus areas of one result or of an experiment's (filtered) images in bins, counted by the
-    database (two aggregate queries whatever the number of nuclei)."""
-    n, low, high = session.execute(_nucleus_query([func.count(Nucleus.id), func.min(Nucleus.area), func.max(Nucleus.area)],
-                                                  experiment, result, filters)).one()
-    if not n:
+    database (one pass over the nuclei whatever their number)."""
+    n, low, high = _area_range(session, experiment, result, filters)
+    if not n or low is None or high is None:
         return Histogram([], [])
     bins = min(60, max(10, int(n ** 0.5))) if high > low else 1
     width = (high - low) / bins or 1.0
     index = func.floor((Nucleus.area - low) / width)
     counts = [0] * bins
     for i, count in session.execute(_nucleus_query([index, func.count()], experiment, result, filters).group_by(index)):
-        counts[min(int(i), bins - 1)] += count  # the largest area sits on the last edge
+        counts[max(0, min(int(i), bins - 1))] += count  # the largest area sits on the last edge
     return Histogram([low + i * width for i in range(bins + 1)], counts)
 
 
 def counts_by_condition(session: Session, experiment: Experiment, filters: ResultFilters) -> dict[str, list[int]]:
-    """Each condition's per-image nucleus counts (one small integer per finished image, read in chunks)."""
-    groups: dict[str, array] = {}
-    query = experiment_query([Image.condition, Result.count], experiment, filters, with_result=True)
-    for condition, count in session.execute(query.execution_options(yield_per=STREAM_BATCH)):
-        groups.setdefault(condition or "(none)", array("l")).append(count)
-    return {name: counts.tolist() for name, counts in groups.items()}
+    """Each condition's per-image nucleus counts, from the database's tally of images per (condition, count)."""
+    query = (experiment_query([Image.condition, Result.count, func.count()], experiment, filters, with_result=True)
+             .group_by(Image.condition, Result.count))
+    groups: dict[str, list[int]] = {}
+    for condition, count, images in session.execute(query):
+        groups.setdefault(condition or "(none)", []).extend([count] * images)
+    return groups
 
 
 def mean_count_by_well(session: Session, experiment: Experiment, filters: ResultFilters) -> dict[str, float]:
