@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = DEFAULT_TILE
+    # Larger images are segmented and measured region by region (shared.tiled), in memory that grows by a few
+    # bytes a pixel instead of about a hundred.
+    whole_image_max_pixels: int = 8_000_000
+    # A worker segments an image within this memory; an upload that would need more is refused (413).
+    worker_memory_bytes: int = 3 << 30
     test_time_views: int = DEFAULT_VIEWS  # one of VIEWS
     worker_metrics_port: int = 0  # 0: off; worker segment-<i> serves Prometheus metrics on this port + i
     weights_path: Path | None = None  # default: the shipped weights inside the package

@@ -83,6 +83,7 @@ def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
     from shared.measure import area_summary, measure_columns, measure_nuclei
     from shared.read_options import channel_columns
     from shared.outputs import labels_tiff, nuclei_csv, overlay_png
+    from shared.tiled import overlay_view, segment_and_measure
     from services.worker.models import VersionUnavailable, model_cache
 
     started = time.perf_counter()
@@ -99,19 +100,23 @@ def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
         segmenter = model_cache().current(job.job_id)  # this task keeps this model even if another becomes active
     except VersionUnavailable as exc:
         raise PermanentFailure(str(exc)) from None
-    model_started = time.perf_counter()
-    labels = segmenter.segment(image)
-    seconds_model = time.perf_counter() - model_started
-
     suffixes = channel_columns(picture.channel_names)
-    rows = measure_nuclei(labels, image, picture.channels, suffixes, picture.pixel_size_um)
+
+    def measure(found, box):  # the nuclei in `found`, a crop of the image at `box` (the whole image when small)
+        channels = None if picture.channels is None else picture.channels[box]
+        return measure_nuclei(found, image[box], channels, suffixes, picture.pixel_size_um)
+
+    model_started = time.perf_counter()
+    labels, rows = segment_and_measure(segmenter, image, measure, picture.pixel_size_um,
+                                       settings.whole_image_max_pixels)
+    seconds_model = time.perf_counter() - model_started
     measured = measure_columns(suffixes, picture.pixel_size_um)
     areas = area_summary(rows)
     keys = result_keys(job.job_id)
     extra = {"image_id": job.image_id, "filename": job.filename, "condition": job.condition or "",
              "well": job.well or ""}
     store.put(keys["labels_key"], labels_tiff(labels), content_type="image/tiff")
-    store.put(keys["overlay_key"], overlay_png(image, labels), content_type="image/png")
+    store.put(keys["overlay_key"], overlay_png(*overlay_view(image, labels)), content_type="image/png")
     store.put(keys["nuclei_csv_key"], nuclei_csv(rows, extra, measured).encode(), content_type="text/csv")
     result = {"image_id": job.image_id, "model_version": segmenter.version, "count": len(rows),
               "area_mean": areas["mean"], "area_median": areas["median"], "area_min": areas["min"],

@@ -31,13 +31,20 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def normalize(image: np.ndarray) -> np.ndarray:
-    """HxW[xC] image → 3xHxW float32, about 0..1 between the image's own percentiles."""
-    rgb = as_rgb(image)
-    grey = rgb.mean(axis=2)
-    sample = grey[:: max(1, grey.shape[0] // 512), :: max(1, grey.shape[1] // 512)]
-    lo, hi = np.percentile(sample, [LOW_PERCENTILE, HIGH_PERCENTILE])
+def intensity_range(image: np.ndarray) -> tuple[float, float]:
+    """The image's robust low and high intensity, read off a sample of at most about 512x512 of its pixels."""
+    image = np.asarray(image)
+    sample = image[:: max(1, image.shape[0] // 512), :: max(1, image.shape[1] // 512)]
+    lo, hi = np.percentile(as_rgb(sample).mean(axis=2), [LOW_PERCENTILE, HIGH_PERCENTILE])
     if hi - lo < 1e-6:
         hi = lo + 1.0
+    return np.float64(lo), np.float64(hi)  # float64 scalars: the arithmetic below stays in float64
+
+
+def normalize(image: np.ndarray, intensity: tuple[float, float] | None = None) -> np.ndarray:
+    """HxW[xC] image → 3xHxW float32, about 0..1 between the image's own percentiles (or `intensity`, the
+    whole image's range when `image` is a part of it)."""
+    lo, hi = intensity or intensity_range(image)
+    rgb = as_rgb(image)
     out = (rgb - lo) / (hi - lo)
     return np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32)

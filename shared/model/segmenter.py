@@ -180,11 +180,32 @@ class Segmenter:
             f, quick_look = self._measure(x)
         if quick_look is not None:
             return quick_look
+        return self._at_scale(x, f)
+
+    def _at_scale(self, x: torch.Tensor, f: float) -> Prediction:
+        """The maps of a normalised image seen enlarged `f` times, at the image's own size."""
         if f == 1.0:
             return Prediction(*self._maps(x))
         height, width = x.shape[1:]
         probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)))
         return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
+
+    # --- one image in parts (shared.tiled): each part normalised and enlarged as the whole image would be ---
+
+    def factor_for(self, image: np.ndarray, intensity: tuple[float, float], diameter: float | None = None) -> float:
+        """The enlargement `predict` chooses for the whole of `image`, normalised only where it is measured (its
+        central window) with the whole image's `intensity` range (preprocess.intensity_range)."""
+        if diameter:
+            return scale.factor(diameter, self.diameter)
+        side = size.WINDOW if self.size_model is not None else min(size.WINDOW, self.tile)
+        height, width = image.shape[:2]
+        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
+        window = torch.from_numpy(normalize(image[top:top + side, left:left + side], intensity))
+        return self._measure(window)[0]
+
+    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float) -> Prediction:
+        """The maps of a part of an image whose range is `intensity` and whose enlargement is `f` (factor_for)."""
+        return self._at_scale(torch.from_numpy(normalize(part, intensity)), f)
 
     def scale_factor(self, image: np.ndarray) -> float:
         """How much `predict` enlarges this image so that its nuclei come out at the trained diameter."""
