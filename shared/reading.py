@@ -72,11 +72,23 @@ def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None,
                  filename: str | None = None) -> Picture:
     """Bytes (an upload) or a path (the command line) -> the Picture chosen by `options`."""
+    return _with_stack(source, options, max_pixels, max_bytes, filename, choose)
+
+
+def probe(source: bytes | str | Path, options: ReadOptions = ReadOptions(), *,
+          max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None, filename: str | None = None) -> None:
+    """Refuse, as read_picture would, a file that `options` cannot apply to (no channel chosen among several,
+    an unknown channel, scene, Z plane or time point; over the limits), reading its metadata only."""
+    _with_stack(source, options, max_pixels, max_bytes, filename, check)
+
+
+def _with_stack(source, options: ReadOptions, max_pixels: int, max_bytes: int | None, filename: str | None, use):
+    """Open the file's Stack for the chosen scene, hand it to `use(stack, options)`, close it."""
     path = None
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            return _read_folder(path, options, max_pixels)
+            return _read_folder(path, options, max_pixels, use)
         size = path.stat().st_size
         filename = filename or path.name
         with path.open("rb") as fh:
@@ -102,7 +114,7 @@ def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(
                 kind = vendor_formats.sniff(head) or kind
                 stack = vendor_formats.stack(path if path is not None else source, options.scene, max_pixels,
                                              filename)
-            return choose(stack, options)
+            return use(stack, options)
     except ImageError:
         raise
     except (MemoryError, OverflowError) as exc:
@@ -115,12 +127,12 @@ def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(
             stack.close()
 
 
-def _read_folder(path: Path, options: ReadOptions, max_pixels: int) -> Picture:
+def _read_folder(path: Path, options: ReadOptions, max_pixels: int, use):
     """A folder is an OME-Zarr image (the command line; an upload is one file)."""
     from shared import vendor_formats
 
     try:
-        return choose(vendor_formats.ome_zarr(path, options.scene, max_pixels), options)
+        return use(vendor_formats.ome_zarr(path, options.scene, max_pixels), options)
     except ImageError:
         raise
     except (MemoryError, OverflowError) as exc:
@@ -129,8 +141,8 @@ def _read_folder(path: Path, options: ReadOptions, max_pixels: int) -> Picture:
         raise ImageError(f"corrupt OME-Zarr image {path.name}: {exc}", code="corrupt_image") from exc
 
 
-def choose(stack: Stack, options: ReadOptions) -> Picture:
-    """Apply the options to a stack: the scene is already chosen; pick T, Z and the nuclear channel."""
+def check(stack: Stack, options: ReadOptions) -> int | None:
+    """The options against the stack's metadata: the nuclear channel's index (None: an RGB photo as colour)."""
     sizes = stack.sizes
     names = [name or f"ch{i}" for i, name in enumerate(stack.channel_names)]
     t = options.t
@@ -141,7 +153,14 @@ def choose(stack: Stack, options: ReadOptions) -> Picture:
     if z != "max" and not 0 <= z < sizes.get("Z", 1):
         raise OptionError(f"Z plane {z} asked for, but the file has {sizes.get('Z', 1)} "
                           f"(0 to {sizes.get('Z', 1) - 1}, or 'max')")
-    channel = _channel_index(options.channel, names, stack.rgb)
+    return _channel_index(options.channel, names, stack.rgb)
+
+
+def choose(stack: Stack, options: ReadOptions) -> Picture:
+    """Apply the options to a stack: the scene is already chosen; pick T, Z and the nuclear channel."""
+    channel = check(stack, options)
+    sizes, t, z = stack.sizes, options.t, options.z
+    names = [name or f"ch{i}" for i, name in enumerate(stack.channel_names)]
     planes = stack.load(t, z)
     if stack.rgb:
         rgb = planes[..., :3]
@@ -283,7 +302,8 @@ def _tiff_stack(data: bytes, scene: str | int, max_pixels: int) -> Stack:
     import tifffile
 
     _check_ifd_chain(data)
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+    tif = tifffile.TiffFile(io.BytesIO(data))
+    try:
         if not tif.series:
             raise ImageError("TIFF holds no image", code="empty_image")
         ome = _ome_images(tif.ome_metadata) if tif.is_ome and tif.ome_metadata else []
@@ -295,21 +315,25 @@ def _tiff_stack(data: bytes, scene: str | int, max_pixels: int) -> Stack:
             raise ImageError(f"TIFF has no 2-D image (axes {axes})", code="unsupported_format")
         _check_pixels(shape[axes.index("Y")], shape[axes.index("X")], max_pixels)
         _check_tiff_bytes(series, max_pixels)
-        array, axes = _canonical(series.asarray(), axes)
+        shaped, axes = _canonical(np.broadcast_to(np.zeros((), series.dtype), shape), axes)  # no pixels yet
         meta = ome[index] if index < len(ome) else {}
         pixel_size = meta.get("pixel_size_um") or _tiff_pixel_size(tif, series.keyframe)
+    except BaseException:
+        tif.close()
+        raise
     rgb = "S" in axes
-    sizes = {a: array.shape[axes.index(a)] for a in axes}
+    sizes = {a: shaped.shape[axes.index(a)] for a in axes}
     names = list(meta.get("channels") or [])
     channels = 3 if rgb else sizes["C"]
     names = names if len(names) == channels else [None] * channels
 
     def load(t: int, z: str | int) -> np.ndarray:
+        array, _axes = _canonical(series.asarray(), series.axes)
         planes = reduce_z(array[t], z, axis=1)  # C Z Y X (S) -> C Y X (S)
         return planes[0] if rgb else planes
 
-    return Stack("ome-tiff" if ome else "tiff", sizes, array.dtype, names, pixel_size, scenes,
-                 index, load, rgb=rgb)
+    return Stack("ome-tiff" if ome else "tiff", sizes, series.dtype, names, pixel_size, scenes,
+                 index, load, rgb=rgb, close=tif.close)
 
 
 def _canonical(array: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
@@ -322,7 +346,7 @@ def _canonical(array: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
             axes = axes.replace(candidate, "C")
     for i in reversed(range(len(axes))):
         if axes[i] not in "TCZYX" and not (axes[i] == "S" and rgb):
-            array, axes = array.take(0, axis=i), axes[:i] + axes[i + 1:]
+            array, axes = array[(slice(None),) * i + (0,)], axes[:i] + axes[i + 1:]  # a view
     for name in "TCZ":
         if name not in axes:
             array, axes = array[np.newaxis], name + axes
