@@ -16,7 +16,7 @@ from tests.support.hostile import (MiB, can_reset_peak, catalogue, jpeg_declarin
                                    tiff_of_zeros)
 
 SHAPE = (256, 256)
-SECONDS = 1.0
+SECONDS = 1.0  # for the image bombs; each label case says its own (a second, or two where parsing comes first)
 # Far above what refusing costs (the request body is built in this process too), far below a decoded bomb.
 PEAK_GROWTH = 64 * MiB
 
@@ -55,7 +55,7 @@ def test_a_hostile_label_upload_is_refused_quickly_in_little_memory(admin, image
     assert response.status_code == case.status, (response.status_code, response.json)
     assert response.json["error"]["code"] == case.code, response.json
     assert response.json["error"]["message"].startswith("labels for field.png: "), response.json
-    assert cost.seconds < SECONDS, f"{case.name}: refused after {cost.seconds:.2f} s"
+    assert cost.seconds < case.seconds, f"{case.name}: refused after {cost.seconds:.2f} s"
     if can_reset_peak():
         assert cost.peak_growth_bytes < PEAK_GROWTH, f"{case.name}: peak grew by {cost.peak_growth_bytes / MiB:.0f} MiB"
     assert admin.get(f"/api/v1/images/{image_id}/labels").json["labels"] == before
