@@ -236,15 +236,28 @@ def reduce_z(array: np.ndarray, z: str | int, axis: int) -> np.ndarray:
 
 # --- PNG and JPEG ------------------------------------------------------------------------------------------------
 
+# Pillow modes that shared.imageio._decode_pillow turns into colour (palettes and CMYK become RGB); the others grey
+COLOUR_MODES = {"P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
 def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
+    from PIL import Image
+
     from shared.imageio import _decode_pillow
 
-    array = _decode_pillow(data, None, max_pixels)  # HxW grey or HxWx3 colour
-    rgb = array.ndim == 3
-    sizes = {"T": 1, "C": 1 if not rgb else 3, "Z": 1, "Y": array.shape[0], "X": array.shape[1]}
-    names = [None] * sizes["C"]
-    load = (lambda t, z: array) if rgb else (lambda t, z: array[np.newaxis])
-    return Stack(kind, sizes, array.dtype, names, None, [""], 0, load, rgb=rgb)
+    with Image.open(io.BytesIO(data)) as img:  # the header only: decoding waits for load()
+        _check_pixels(img.height, img.width, max_pixels)
+        rgb, width, height = img.mode in COLOUR_MODES, img.width, img.height
+    sizes = {"T": 1, "C": 3 if rgb else 1, "Z": 1, "Y": height, "X": width}
+
+    def load(t: int, z: str | int) -> np.ndarray:
+        array = _decode_pillow(data, None, max_pixels)  # HxW grey or HxWx3 colour
+        if (array.ndim == 3) != rgb:
+            raise ImageError(f"{kind.upper()} decodes to {array.shape}, not what its header declared",
+                             code="corrupt_image")
+        return array if rgb else array[np.newaxis]
+
+    return Stack(kind, sizes, np.dtype(np.uint8), [None] * sizes["C"], None, [""], 0, load, rgb=rgb)
 
 
 # --- TIFF --------------------------------------------------------------------------------------------------------
