@@ -94,6 +94,17 @@ def test_opera_fields_become_one_two_channel_image_each(tmp_path, served, token)
     assert len(images_of(served, token, "opera")) == 4
 
 
+def test_without_a_nuclear_channel_multichannel_fields_are_held_back(tmp_path, served, token):
+    """Sent one by one, every marker channel would be segmented as nuclei: the ingester asks for the label."""
+    folder = tmp_path / "unlabelled"
+    plate(folder, lambda r, c, s, ch: f"r{r:02d}c{c:02d}f{s:02d}p01-ch{ch}.tiff")
+    write_tiff(folder / "r09c09f01p01-ch1.tiff", two_channel_planes(64)[0] + 99)  # a field with one channel: sent
+    result = run(folder, tmp_path / "unlabelled-state.json", served.http_url, "unlabelled",
+                 env={"NUCLEUS_TOKEN": token})
+    assert result.exit_code == 1 and "--nuclear-channel LABEL" in result.output and "(ch1, ch2)" in result.output
+    assert [i["well"] for i in images_of(served, token, "unlabelled")] == ["I09"]
+
+
 def test_metaxpress_fields_with_the_nuclear_channel_second(tmp_path, served, token):
     folder = tmp_path / "mx"
     plate(folder / "TimePoint_1", lambda r, c, s, ch: f"Screen7_{'ABCDEFGH'[r - 1]}{c:02d}_s{s}_w{ch}.tif")

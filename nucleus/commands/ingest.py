@@ -127,6 +127,9 @@ def ingest(folder, experiment, server, token, token_file, pattern, nuclear_chann
         raise click.ClickException(str(exc)) from None
     finally:
         state.close()
+    if once and totals.held:
+        raise click.ClickException(f"{len(totals.held)} file(s) of multi-channel fields not sent: give "
+                                   "--nuclear-channel LABEL")
     if once and totals.incomplete:
         raise click.ClickException(f"{len(totals.incomplete)} field(s) not sent, channels missing: "
                                    + ", ".join(totals.incomplete[:10]))

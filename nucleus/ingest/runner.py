@@ -40,6 +40,7 @@ class RunTotals:
     retries: int = 0
     rejected_files: list[str] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # fields still missing a channel at the last scan
+    held: list[str] = field(default_factory=list)        # channel files not sent for want of --nuclear-channel
 
 
 class Ingester:
@@ -95,6 +96,7 @@ class Ingester:
         settled, changing = self.tracker.update(new)
         if self.nuclear:
             return self._step_fields(files, settled, changing)
+        settled = self._without_multichannel_fields(files, settled)
         queue = sorted(settled, key=lambda f: (self._attempts.get(f.relative, 0), f.relative))
         done = 0
         for info in queue:
@@ -108,6 +110,24 @@ class Ingester:
         waiting = len(changing) + len(queue) - done
         self._show(files, changing, len(queue) - done)
         return waiting
+
+    def _without_multichannel_fields(self, files: list[FileInfo], settled: list[FileInfo]) -> list[FileInfo]:
+        """Without --nuclear-channel, files of a field that has several instrument channels are held back:
+        sent one by one, every marker channel would be segmented as if it were nuclei."""
+        names = {f.relative: instrument_field(f.relative, self.patterns) for f in files}
+        labels: dict[str, set[str]] = {}
+        for name in names.values():
+            if name:
+                labels.setdefault(name.key, set()).add(name.label)
+        held = {key: found for key, found in labels.items() if len(found) > 1}
+        self.totals.held = sorted(f.relative for f in settled if names[f.relative] and names[f.relative].key in held)
+        if self.totals.held:
+            channels = sorted(set().union(*held.values()))
+            self._tell(("held", tuple(channels)), "error",
+                       "not sent: %d file(s) of fields imaged in several channels (%s); give --nuclear-channel LABEL "
+                       "(e.g. %s) to send each field as one multi-channel image", len(self.totals.held),
+                       ", ".join(channels), channels[0])
+        return [f for f in settled if f.relative not in self.totals.held]
 
     def _show(self, files: list[FileInfo], changing: list[FileInfo], queued: int) -> None:
         totals = self.state.counts()
