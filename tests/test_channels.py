@@ -182,6 +182,8 @@ def test_segment_by_channel_name_measures_every_channel_in_microns(ome_file, tmp
 def test_segment_names_the_channels_and_refuses_bad_options(ome_file, tmp_path):
     no_channel = run_segment(ome_file, "--out", tmp_path / "a")
     assert no_channel.exit_code == 1 and "Hoechst, EdU" in no_channel.output
+    assert "nothing segmented" in no_channel.output  # found from the metadata, before the model loads
+    assert "Hoechst, EdU" in (tmp_path / "a" / "summary.csv").read_text()
     unknown = run_segment(ome_file, "--channel", "DAPI", "--out", tmp_path / "b")
     assert unknown.exit_code == 1 and "no channel named 'DAPI'" in unknown.output
     for option, value in (("--pixel-size", "0"), ("--pixel-size", "-2"), ("--z", "top"), ("--t", "-1")):

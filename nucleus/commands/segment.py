@@ -132,19 +132,36 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
     from shared.imageio import ImageError
     from shared.measure import area_summary, measure_columns, measure_nuclei
     from shared.read_options import channel_columns
-    from shared.reading import read_picture
-    from shared.model.segmenter import Segmenter
+    from shared.reading import probe, read_picture
 
     settings = get_settings()
     reading = ReadOptions(channel=channel, z=z, t=t, scene=scene, pixel_size_um=pixel_size)
+    limits = {"max_pixels": settings.max_pixels, "max_bytes": settings.max_upload_bytes}
+    refused = {}  # the reading options checked against every file's metadata before the model loads
+    for path in images:
+        try:
+            probe(path, reading, **limits)
+        except (ImageError, OSError) as exc:
+            refused[path] = exc
+            click.echo(f"error: {path}: {exc}", err=True)
+    if len(refused) == len(images):
+        _write_summary(out, [{"image": p.stem, "path": str(p), "error": str(e)} for p, e in refused.items()])
+        click.echo(f"no image could be read as asked; nothing segmented (summary in {out})", err=True)
+        raise SystemExit(1)
+
+    from shared.model.segmenter import Segmenter
+
     segmenter = Segmenter.from_settings(weights, settings, device=device)
     rows, failures = [], 0
     for number, path in enumerate(tqdm(images, desc="segmenting", unit="image", file=sys.stderr,
                                        disable=len(images) < 2), start=1):
         row = {"image": path.stem, "path": str(path), "model_version": segmenter.version}
+        if path in refused:
+            failures += 1
+            rows.append({**row, "error": str(refused[path])})
+            continue
         try:
-            picture = read_picture(path, reading, max_pixels=settings.max_pixels,
-                                   max_bytes=settings.max_upload_bytes)
+            picture = read_picture(path, reading, **limits)
             image = picture.nuclear
             labels = segmenter.segment(image, diameter=diameter)
         except (ImageError, OSError) as exc:
@@ -162,14 +179,18 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
         row.update(width=image.shape[1], height=image.shape[0], count=len(nuclei),
                    **{f"area_{k}": (round(v, 2) if v is not None else None) for k, v in areas.items()})
         rows.append(row)
-    with (out / "summary.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_summary(out, rows)
     done = len(rows) - failures
     click.echo(f"{done} image(s) segmented with {segmenter.version}; results in {out}", err=True)
     if failures:
         raise SystemExit(1)
+
+
+def _write_summary(out: Path, rows: list[dict]) -> None:
+    with (out / "summary.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], leading: dict,
