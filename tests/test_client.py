@@ -75,8 +75,13 @@ def test_upload_with_metadata_result_downloads_and_tables(api, served):
     assert api.download(images[0]["id"], "nuclei.csv").startswith(b"label,area")
     assert api.download(images[0]["id"], "labels.tif")[:2] in (b"II", b"MM")
 
+    served.fail(images[1]["job_id"], "the worker gave up")
+    with pytest.raises(ApiError) as failed:
+        api.wait_for_result(images[1]["id"], timeout=30)  # raised at once, not after the timeout
+    assert failed.value.status == 409 and failed.value.code == "job_failed"
+
     rows = list(api.iter_results("client-results", per_page=1))
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"done", "queued"}
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"done", "failed"}
     assert api.results("client-results", status="done")["total"] == 1
     table = api.table("client-results", "nuclei.csv").decode()
     assert table.splitlines()[0].startswith("image_id") and len(table.splitlines()) == 5
