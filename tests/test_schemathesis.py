@@ -6,6 +6,11 @@ The operations come from the document the API serves (built in-process here for 
 also checks the served one is the same). `POST /training-runs` is left out: every accepted example
 would start a real training run on the test machine's CPU (tests/test_api_training.py covers it).
 
+Schemathesis also sends every operation requests with invalid credentials and expects 401/403. Past
+NUCLEUS_AUTH_FAILURE_LIMIT those are rightly answered 429 (tests/test_throttling.py checks that), so
+this module's stack runs with a limit those checks cannot reach: what is checked here is that an
+unknown token is refused, not how often.
+
 Examples per operation: NUCLEUS_SCHEMATHESIS_EXAMPLES (default 8).
 """
 from __future__ import annotations
@@ -17,12 +22,22 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from services.api.openapi import openapi_document
+from tests.support.stack import EmbeddedStack
 
 EXAMPLES = int(os.environ.get("NUCLEUS_SCHEMATHESIS_EXAMPLES", "8"))
 SKIPPED = {"POST /training-runs"}
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())
 OPERATIONS = {op.label: op for op in (result.ok() for result in SCHEMA.get_all_operations())}
+
+
+@pytest.fixture(scope="module")
+def embedded_stack(tmp_path_factory):
+    """The embedded stack, with the failed-sign-in throttle far above the invalid-credential requests sent here."""
+    stack = EmbeddedStack(tmp_path_factory.mktemp("schemathesis"), auth_failure_limit="100000/minute")
+    stack.start()
+    yield stack
+    stack.stop()
 
 
 def test_served_document_is_the_one_checked(embedded_stack, stack_client):

@@ -166,8 +166,9 @@ SCHEMAS = {
         "properties": {"epochs": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1},
                        "force_promote": {"type": "boolean", "default": False,
                                          "description": "activate the new version even if it regresses"},
-                       "project": {"type": "string", "description": "the project whose line is trained (default: "
-                                                                   "the token's project, else default)"}},
+                       "project": {"type": "string", "minLength": 1,
+                                   "description": "the project whose line is trained (default: "
+                                                   "the token's project, else default)"}},
     },
     "TrainingRunCreated": {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}},
     "TrainingRun": {
@@ -199,7 +200,8 @@ SCHEMAS = {
                        "project": {**NULLABLE_STRING, "description": "the project whose line it was trained in"},
                        "active_in": {"type": "array", "items": {"type": "string"}}},
     },
-    "ActivateModel": {"type": "object", "properties": {"project": {"type": "string", "default": "default"}}},
+    "ActivateModel": {"type": "object", "properties": {"project": {"type": "string", "minLength": 1,
+                                                                   "default": "default"}}},
     "Resegment": {
         "type": "object",
         "properties": {"version": {"type": "string", "description": "default: the project's active version"},
