@@ -37,7 +37,6 @@ KNOWN_FIELDS = {*TEXT_FIELDS, *READING_FIELDS, "file", "csrf_token"}
 # Other form fields (e.g. an ingester's `instrument_channel`) are kept as free metadata.
 EXTRA_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_EXTRA_FIELDS, MAX_EXTRA_LENGTH = 20, 200
-READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -112,16 +111,16 @@ def clean_filename(raw: str | None) -> str:
 
 
 def _read_and_hash(upload: FileStorage, filename: str, max_bytes: int) -> tuple[bytes, str]:
-    upload.stream.seek(0)
-    digest, chunks, size = hashlib.sha256(), [], 0
-    while chunk := upload.stream.read(READ_CHUNK):
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, "file_too_large", f"{filename}: larger than the limit of {max_bytes} bytes",
-                           filename=filename)
-        digest.update(chunk)
-        chunks.append(chunk)
-    return b"".join(chunks), digest.hexdigest()
+    """The file's bytes and their SHA-256. The size is known from the spooled upload before reading, so
+    the bytes are read in one piece of exactly that size and held once."""
+    stream = upload.stream
+    size = stream.seek(0, os.SEEK_END)
+    if size > max_bytes:
+        raise ApiError(413, "file_too_large", f"{filename}: larger than the limit of {max_bytes} bytes",
+                       filename=filename)
+    stream.seek(0)
+    data = stream.read(size)
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def check_files(uploads: list[FileStorage], meta: Metadata, settings: Settings) -> list[CheckedFile]:
@@ -160,8 +159,11 @@ def store_bytes(store: ObjectStore, files: list[CheckedFile]) -> None:
 
 
 def _existing(session: Session, experiment_id: int, sha256: str) -> tuple[Image, Job] | None:
+    """The image of these bytes in the experiment and its newest job (a re-segmentation adds jobs): the
+    job an image's history shows."""
     found = session.execute(select(Image, Job).join(Job, Job.image_id == Image.id)
-                            .where(Image.experiment_id == experiment_id, Image.sha256 == sha256)).first()
+                            .where(Image.experiment_id == experiment_id, Image.sha256 == sha256)
+                            .order_by(Job.created.desc(), Job.id.desc()).limit(1)).first()
     return (found[0], found[1]) if found else None
 
 
