@@ -2,9 +2,12 @@
 (`nucleus up`), real DSB2018 images. Nothing is mocked; a missing server is started, never skipped."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.support import data, servers
+from tests.support.browser import missing_browser, start_chromium
 from tests.support.env import apply_settings, clear_shared_caches, service_env  # noqa: F401 - re-exported for tests
 from tests.support.http import Client
 from tests.support.proxy import TcpProxy
@@ -128,6 +131,19 @@ def tcp_proxy():
     yield start
     for proxy in started:
         proxy.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A headless chromium (Selenium driver) for the module, with a fresh profile."""
+    missing = missing_browser()
+    if missing is not None:
+        pytest.fail(f"{missing} is missing: scripts/test installs Debian's chromium and chromium-driver", pytrace=False)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    driver = start_chromium(profile)
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,50 +4,9 @@ images through the form, wait for the rows to show `done` with a count, see the 
 image's overlay actually loaded. Screenshots land in the test's tmp dir."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
+from tests.support.browser import wait
 
-import pytest
-
-CHROMIUM = Path(os.environ.get("NUCLEUS_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("NUCLEUS_TEST_CHROMEDRIVER", "/usr/bin/chromedriver"))
-LAUNCH_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1600")
 RESULT_TIMEOUT = 180  # two 256x256 images on 2 busy CPU cores, model load included
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not path.exists():
-            pytest.fail(f"{path} is missing: scripts/test installs Debian's chromium and chromium-driver",
-                        pytrace=False)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in LAUNCH_FLAGS:
-        options.add_argument(flag)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    options.add_argument(f"--user-data-dir={profile}")
-    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(profile / "chromedriver.log"))
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def wait(driver, condition, timeout: float = 30, message: str = ""):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # the page re-renders its table while jobs run: an element read mid-refresh is simply read again
-    return WebDriverWait(driver, timeout, poll_frequency=0.5,
-                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def image_loaded(driver, element) -> bool:

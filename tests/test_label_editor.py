@@ -16,7 +16,7 @@ import pytest
 
 from shared.imageio import decode
 from tests.support.api import csrf_from, nuclei_image, png_bytes, tiff_bytes
-from tests.test_browser import browser, wait  # noqa: F401  (one way to drive Debian's chromium)
+from tests.support.browser import wait
 
 WIDTH, HEIGHT = 96, 64  # not square: the canvas must keep the aspect ratio
 
