@@ -17,7 +17,7 @@ def test_a_cached_graph_gives_the_same_maps_and_is_reused(dsb_samples, tmp_path)
     first.scale_factor(image)  # measuring a size builds the encoder's graph too
     files = sorted(tmp_path.glob("*.onnx"))
     assert [f.name.split("-")[0] for f in files] == ["style", "unet"]
-    written = {f: f.stat().st_mtime_ns for f in files}
+    written = {f: f.stat().st_ino for f in files}
 
     again = Segmenter(precision="fp32", runtime="onnx", graph_cache=tmp_path)
     expected = fresh.predict(image)
@@ -25,7 +25,7 @@ def test_a_cached_graph_gives_the_same_maps_and_is_reused(dsb_samples, tmp_path)
         got = segmenter.predict(image)
         for name in ("foreground", "boundary", "distance"):
             np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
-    assert {f: f.stat().st_mtime_ns for f in files} == written  # read back, not exported again
+    assert {f: f.stat().st_ino for f in files} == written  # read back, not exported and replaced again
     assert not list(tmp_path.glob("*.partial"))
 
 
@@ -37,3 +37,15 @@ def test_a_damaged_graph_is_exported_again(dsb_samples, tmp_path):
     repaired = Segmenter(precision="fp32", runtime="onnx", graph_cache=tmp_path)
     assert unet.stat().st_size > 1000
     np.testing.assert_array_equal(repaired.segment(image), Segmenter(precision="fp32", runtime="onnx").segment(image))
+
+
+def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
+    import os
+
+    from shared.model import runtime
+
+    for i in range(5):
+        (tmp_path / f"unet-{i}.onnx").write_bytes(b"x")
+        os.utime(tmp_path / f"unet-{i}.onnx", (1000 + i, 1000 + i))
+    runtime._prune(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["unet-2.onnx", "unet-3.onnx", "unet-4.onnx"]

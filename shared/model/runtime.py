@@ -22,6 +22,8 @@ from torch import nn
 
 from shared.config import RUNTIMES as CHOICES
 
+GRAPHS_KEPT = 16  # in the graph cache: a few weights versions, each with its network and its encoder
+
 
 def resolve(runtime: str, device: torch.device, amp_dtype: torch.dtype | None) -> str:
     """The runtime, "torch" or "onnx", that `runtime` ("auto" picks) means on `device` at the resolved precision."""
@@ -63,7 +65,9 @@ class OnnxNetwork:
         there and read back next time; the caller names the file by everything the graph depends on."""
         if cache_file is not None and cache_file.is_file():
             try:
-                return cls(cache_file.read_bytes())
+                network = cls(cache_file.read_bytes())
+                os.utime(cache_file)  # recently used: kept when the folder is pruned
+                return network
             except Exception:  # a damaged or foreign file: export again and replace it
                 pass
         graph = export_onnx(build(), in_channels, maps)
@@ -73,6 +77,7 @@ class OnnxNetwork:
                 partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
                 partial.write_bytes(graph)
                 os.replace(partial, cache_file)  # whole or absent, whatever other processes do
+                _prune(cache_file.parent)
             except OSError:
                 pass  # an unwritable cache only costs the export next time
         return cls(graph)
@@ -80,6 +85,13 @@ class OnnxNetwork:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         batch = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"images": batch})[0])
+
+
+def _prune(folder: Path, keep: int = GRAPHS_KEPT) -> None:
+    """Remove all but the `keep` most recently used graphs (older weights or code leave theirs behind)."""
+    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in graphs[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def export_onnx(model: nn.Module, in_channels: int, maps: bool = True) -> bytes:
