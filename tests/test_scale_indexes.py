@@ -29,11 +29,11 @@ def dispose(url: str) -> None:
 
 @pytest.fixture(scope="module")
 def database():
-    """bench/scale.py's experiment of 200 images (4,800 nuclei) beside another of 4,000 images (96,000)."""
+    """bench/scale.py's experiment of 200 images (1,000 nuclei) beside another of 20,000 images (100,000)."""
     from bench import scale
 
     url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_indexes")
-    scale.build(url, images=200, nuclei=4_800, other_images=4_000)
+    scale.build(url, images=200, nuclei=1_000, other_images=20_000)
     yield url, scale
     dispose(url)
     servers.drop_database(url)

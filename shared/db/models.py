@@ -110,9 +110,11 @@ class Result(Base):
     """What a job produced. Keyed by its job: a second delivery cannot write a second result. An image
     has one per job (one per model version it was segmented with); the newest is its result."""
     __tablename__ = "results"
+    # an image's results, carrying their column lists: an experiment's measure columns come from the index alone
+    __table_args__ = (Index("ix_results_image_measures", "image_id", postgresql_include=["measure_columns"]),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), unique=True)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"), index=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
     model_version: Mapped[str] = mapped_column(String(100), index=True)
     count: Mapped[int] = mapped_column(Integer)
     area_mean: Mapped[float | None] = mapped_column(Float)
