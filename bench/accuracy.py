@@ -1,8 +1,10 @@
 """Accuracy on the fixed DSB2018 validation split: the shipped model, the same model with plain
 connected components instead of instance separation, the classical threshold+watershed baseline, and the
-shipped model with fewer and more test-time views.
+shipped model with fewer and more test-time views. Then out of source: the same split by image type beside the
+Kromp fluorescence set's test split by its test class (images from labs the model never saw), shipped model and
+classical baseline side by side.
 
-    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--json OUT]
+    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--kromp DIR | --kromp none] [--json OUT]
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ from shared.model import precision as mixed_precision
 from shared.model.precision import CHOICES
 from shared.model.segmenter import Segmenter
 from shared.postprocess import classical
+from shared.sources import default_kromp_dir, iter_kromp
+
+SIDE_BY_SIDE = (("ap50", "AP@0.5", "{:.3f}"), ("dsb_score", "DSB", "{:.3f}"), ("pixel_iou", "IoU", "{:.3f}"),
+                ("count_error_median", "count err", "{:.1%}"))
 
 
 def cpu_name() -> str:
@@ -43,7 +49,9 @@ def main() -> int:
     parser.add_argument("--compare-views", type=int, nargs="*", default=[2, 8], choices=VIEWS,
                         help="also score the model with these numbers of views")
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images (and Kromp test images)")
+    parser.add_argument("--kromp", default=None,
+                        help="Kromp S-BSST265 folder (default ../shared/data/kromp-sbsst265); 'none' to skip its test split")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=CHOICES)
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
@@ -81,11 +89,50 @@ def main() -> int:
     first = next(iter(results.values()))
     print(format_table({k: v for k, v in first.items() if k != "all"}, "image type"))
     print()
+    shipped, baseline = next(iter(results)), "classical threshold + watershed"
+    out_of_source = {f"DSB2018 validation, {kind}": {m: results[m][kind] for m in (shipped, baseline)}
+                     for kind in first}
+    if args.kromp != "none":
+        kromp = list(iter_kromp(args.kromp or default_kromp_dir(), "test", limit=args.limit))
+        kromp_results = {}
+        for title, fn in ((shipped, segmenter.segment), (baseline, classical)):
+            bar = tqdm(total=len(kromp), desc=f"Kromp test: {title[:28]}", file=sys.stderr)
+            _, kromp_results[title] = evaluate(fn, kromp, progress=lambda _: bar.update())
+            bar.close()
+        for kind in kromp_results[shipped]:
+            out_of_source[f"Kromp test, {kind}"] = {m: kromp_results[m][kind] for m in (shipped, baseline)}
+        results["kromp-test"] = kromp_results
+    print()
+    print(f"out of source (A: {shipped}; B: {baseline}); Kromp test classes as the dataset names them:")
+    print(side_by_side(out_of_source, {"A": shipped, "B": baseline}))
+    print()
     print(speed_table(segmenter))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
     return 0
+
+
+def side_by_side(groups: dict[str, dict[str, dict]], methods: dict[str, str]) -> str:
+    """{group: {method: metrics}} → one row per group, the chosen metrics of each method (by its short label) in
+    adjacent columns."""
+    header = ["split, image type or test class", "images"] + [f"{label} {title}" for _, title, _ in SIDE_BY_SIDE for label in methods]
+    lines = [header]
+    for group, by_method in groups.items():
+        any_metrics = next(iter(by_method.values()))
+        line = [group, str(any_metrics.get("images", ""))]
+        for key, _, fmt in SIDE_BY_SIDE:
+            for method in methods.values():
+                value = by_method.get(method, {}).get(key)
+                line.append("" if value is None else fmt.format(value))
+        lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for i, line in enumerate(lines):
+        out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
 
 
 def speed_table(segmenter: Segmenter, repeats: int = 3, per_size: int = 6) -> str:
