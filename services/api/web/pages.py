@@ -14,6 +14,7 @@ from services.api.database import db
 from services.api.downloads import ARTIFACTS, artifact_response, experiment_archive
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
+from services.api.labelling import accept_label_and_maybe_train, label_file, labels_of_image
 from services.api.limits import RateLimited, check_upload_rate, count_auth_failure
 from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
@@ -21,12 +22,11 @@ from services.api.queries import (
     page_from_request, page_of_results, result_for,
 )
 from services.api.rest.experiments import create_experiment, valid_name
-from services.api.rest.labels import accept_label, label_file, labels_of_image
 from services.api.rest.resegment import FILTER_FIELDS as RESEGMENT_FILTERS, parse_request as parse_resegment
 from services.api.rest.resegment import resegment as resegment_experiment
 from services.api.rest.models import activate_version, model_lines, page_of_models, requested_project
 from services.api.rest.training import (
-    OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json, start_run_if_enough_labels,
+    OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json,
 )
 from services.api.web import web
 from services.api.web.editor import display_png, editable, raw_ids_gzip, starting_labels
@@ -242,11 +242,7 @@ def editor_save(image_id: str):
     """The editor's save: its label file (multipart `file`, CSRF token in X-CSRF-Token) goes through the
     labels API's acceptance; the answer is that API's JSON."""
     require_role("uploader")
-    image = get_image(image_id)
-    settings = current_app.config["NUCLEUS_SETTINGS"]
-    row, created = accept_label(image, request.files.get("file"), settings, current_app.extensions["nucleus_store"])
-    if created:
-        start_run_if_enough_labels(settings)
+    row, created = accept_label_and_maybe_train(get_image(image_id), request.files.get("file"))
     return jsonify({**row, "duplicate": not created}), 201 if created else 200
 
 
@@ -254,16 +250,14 @@ def editor_save(image_id: str):
 def upload_labels(image_id: str):
     require_role("uploader")
     image = get_image(image_id)
-    settings = current_app.config["NUCLEUS_SETTINGS"]
     try:
-        row, created = accept_label(image, request.files.get("file"), settings, current_app.extensions["nucleus_store"])
+        row, created = accept_label_and_maybe_train(image, request.files.get("file"))
     except ApiError as exc:
         if exc.status >= 500:
             raise
         flash(f"The labels were not stored. {exc.message}", "error")
         return redirect(url_for("web.image", image_id=image_id), code=303)
     if created:
-        start_run_if_enough_labels(settings)
         flash(f"Labels stored: {row['count']} nuclei.", "ok")
     else:
         flash("These labels were already stored for this image.", "ok")
