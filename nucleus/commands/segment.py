@@ -24,10 +24,6 @@ LABEL_FORMATS = {"tif": "labels.tif", "roiset": "RoiSet.zip", "geojson": "nuclei
                  "ome-tiff": "labels.ome.tif"}
 
 
-def output_paths(out: Path, stem: str) -> tuple[Path, Path]:
-    return out / f"{stem}_labels.tif", out / f"{stem}_nuclei.csv"
-
-
 def _is_image_folder(path: Path) -> bool:
     return path.is_dir() and path.suffix.lower() in IMAGE_FOLDER_SUFFIXES
 
@@ -92,7 +88,7 @@ def check_collisions(images: list[Path]) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <stem>_labels.tif, <stem>_nuclei.csv and summary.csv (created if needed).")
 @click.option("--recursive", "-r", is_flag=True, help="Also search the subfolders of folders given as IMAGES.")
-@click.option("--format", "formats", default="tif", show_default=True, callback=parse_formats,
+@click.option("--format", "formats", metavar="FMT[,FMT...]", default="tif", show_default=True, callback=parse_formats,
               help="Label outputs, comma-separated: tif (<stem>_labels.tif), roiset (ImageJ/Fiji <stem>_RoiSet.zip), "
                    "geojson (QuPath <stem>_nuclei.geojson), ome-tiff (<stem>_labels.ome.tif with the pixel size).")
 @click.option("--overlay", is_flag=True, help="Also write <stem>_overlay.png: the image with each nucleus outlined.")
