@@ -22,8 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-REGION = 2048  # side of a region's core, in the image's pixels
+REGION = 1536  # side of a region's core, in the image's pixels
 MARGIN = 128   # context read around each core: wider than a nucleus, and than the network's reach at a cut
+NETWORK_TILE = 1024  # the network's tiles within a region: its working memory grows with their area
 OVERLAY_MAX_SIDE = 4096  # overlays of larger images are drawn on a downscaled copy
 DUPLICATE_SHARE = 0.5  # a kept nucleus with this share of its pixels already claimed is a nucleus seen twice
 
@@ -155,7 +156,7 @@ def segment_in_regions(segmenter, image: np.ndarray, measure: Measure | None = N
     rows: list[dict] = []
     next_label = 1
     for part in regions(height, width, region, margin):
-        p = segmenter.predict_part(image[part.outer], intensity, f)
+        p = segmenter.predict_part(image[part.outer], intensity, f, tile=min(segmenter.tile, NETWORK_TILE))
         found = instances(p.foreground, p.boundary, p.distance, segmenter.postprocess)
         del p
         written = _claim(labels, found, part, next_label)

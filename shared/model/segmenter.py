@@ -182,12 +182,12 @@ class Segmenter:
             return quick_look
         return self._at_scale(x, f)
 
-    def _at_scale(self, x: torch.Tensor, f: float) -> Prediction:
+    def _at_scale(self, x: torch.Tensor, f: float, tile: int | None = None) -> Prediction:
         """The maps of a normalised image seen enlarged `f` times, at the image's own size."""
         if f == 1.0:
-            return Prediction(*self._maps(x))
+            return Prediction(*self._maps(x, tile))
         height, width = x.shape[1:]
-        probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)))
+        probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)), tile)
         return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
 
     # --- one image in parts (shared.tiled): each part normalised and enlarged as the whole image would be ---
@@ -203,9 +203,11 @@ class Segmenter:
         window = torch.from_numpy(normalize(image[top:top + side, left:left + side], intensity))
         return self._measure(window)[0]
 
-    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float) -> Prediction:
-        """The maps of a part of an image whose range is `intensity` and whose enlargement is `f` (factor_for)."""
-        return self._at_scale(torch.from_numpy(normalize(part, intensity)), f)
+    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float,
+                     tile: int | None = None) -> Prediction:
+        """The maps of a part of an image whose range is `intensity` and whose enlargement is `f` (factor_for),
+        the network run in tiles of at most `tile` pixels (default: the segmenter's)."""
+        return self._at_scale(torch.from_numpy(normalize(part, intensity)), f, tile)
 
     def scale_factor(self, image: np.ndarray) -> float:
         """How much `predict` enlarges this image so that its nuclei come out at the trained diameter."""
@@ -238,12 +240,13 @@ class Segmenter:
             style = self._style_network(self._padded(x))
         return style[0].float().cpu().numpy()
 
-    def _maps(self, x: torch.Tensor) -> np.ndarray:
+    def _maps(self, x: torch.Tensor, tile: int | None = None) -> np.ndarray:
+        tile = tile or self.tile
         _, height, width = x.shape
-        if height <= self.tile and width <= self.tile:
+        if height <= tile and width <= tile:
             return self._forward(x)
         out = np.zeros((3, height, width), dtype=np.float32)
-        step = self.tile - 2 * self.overlap
+        step = tile - 2 * self.overlap
         for top in range(0, height, step):
             for left in range(0, width, step):
                 # read a window with `overlap` context on each side, keep only its centre
