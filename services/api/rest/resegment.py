@@ -19,7 +19,7 @@ from services.api.errors import ApiError
 from services.api.intake import enqueue
 from services.api.queries import ResultFilters, experiment_query, iso
 from services.api.rest import api
-from services.api.rest.models import ensure_shipped_registered
+from services.api.model_versions import ensure_shipped_registered
 from shared import registry
 from shared.db.models import Experiment, Image, Job, JobStatus, ModelVersion, Result
 from shared.jobs import write_scope

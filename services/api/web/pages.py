@@ -15,6 +15,7 @@ from services.api.downloads import ARTIFACTS, artifact_response, experiment_arch
 from services.api.errors import ApiError
 from services.api.intake import accept_upload
 from services.api.labelling import accept_label_and_maybe_train, label_file, labels_of_image
+from services.api.model_versions import activate_version, model_lines, page_of_models, requested_project
 from services.api.limits import RateLimited, check_upload_rate, count_auth_failure
 from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
@@ -24,7 +25,6 @@ from services.api.queries import (
 from services.api.rest.experiments import create_experiment, valid_name
 from services.api.rest.resegment import FILTER_FIELDS as RESEGMENT_FILTERS, parse_request as parse_resegment
 from services.api.rest.resegment import resegment as resegment_experiment
-from services.api.rest.models import activate_version, model_lines, page_of_models, requested_project
 from services.api.rest.training import (
     OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json,
 )
