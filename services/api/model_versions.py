@@ -4,14 +4,15 @@ or an older one to roll back), for the JSON routes and the pages alike.
 Workers ask the registry for a job's version before each task, so an activation takes effect on the
 next job of that project without a restart, and never touches another project. The API never loads a
 model: the shipped weights are registered from their version sidecar (shared.registry.register_shipped),
-which needs no torch.
+which needs no torch. An admin activating the version of a run that awaited an admin records that
+decision on the run.
 """
 from __future__ import annotations
 
 import logging
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 
 from services.api.access import current_principal
@@ -21,11 +22,13 @@ from services.api.queries import count_rows, iso
 from shared import registry
 from shared.auth import DEFAULT_PROJECT, ensure_default_project
 from shared.config import Settings
-from shared.db.models import ModelVersion, Project
+from shared.db.models import ModelVersion, Project, TrainingRun, utcnow
 from shared.jobs import write_scope
 from shared.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+
+AWAITING_ADMIN, ACTIVATED_BY_ADMIN = "awaiting_admin", "activated_by_admin"  # a run's metrics["decision"]
 
 
 def model_json(row: ModelVersion, line: str | None, active_in: list[str], project: str) -> dict:
@@ -135,9 +138,23 @@ def activate_version(version: str, project: Project) -> dict:
         if not current_app.extensions["nucleus_store"].exists(row.object_key):
             raise ApiError(409, "model_weights_missing", f"the weights of {version} are missing from the object store")
         registry.activate(session, version, project.id)
+        _record_admin_decision(session, version, project)
     db().expire_all()
     log.info("model activated", extra={"model_version": version, "project": project.name})
     row = db().get(ModelVersion, version)
     return model_json(row, project_names().get(row.project_id), _active_in(active_by_project()).get(version, []),
                       project.name)
 
+
+def _record_admin_decision(session, version: str, project: Project) -> None:
+    """The run of `project` that made `version` and awaited an admin now says who activated it, and when."""
+    in_project = TrainingRun.project_id == project.id
+    if project.name == DEFAULT_PROJECT:
+        in_project = or_(in_project, TrainingRun.project_id.is_(None))
+    for run in session.scalars(select(TrainingRun).where(TrainingRun.version == version, in_project)):
+        metrics = run.metrics or {}
+        if metrics.get("decision") != AWAITING_ADMIN:
+            continue
+        run.metrics = {**metrics, "decision": ACTIVATED_BY_ADMIN, "gate_decision": AWAITING_ADMIN,
+                       "activated_by": current_principal().name, "activated_at": iso(utcnow())}
+        log.info("awaiting run activated by an admin", extra={"run_id": run.id, "model_version": version})

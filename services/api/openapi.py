@@ -181,8 +181,10 @@ SCHEMAS = {
                        "promoted": {"type": "boolean", "nullable": True}, "error": NULLABLE_STRING,
                        "project": {"type": "string"},
                        "decision": {**NULLABLE_STRING, "description": "promoted, rejected, awaiting_admin or forced; "
-                                                                      "metrics holds the rule and each check's "
-                                                                      "before/after numbers"},
+                                                                      "activated_by_admin once an admin activated "
+                                                                      "an awaiting run's version (metrics: "
+                                                                      "activated_by, activated_at); metrics holds "
+                                                                      "the rule and each check's before/after numbers"},
                        "epochs": {"type": "integer"}, "force_promote": {"type": "boolean"},
                        "created": NULLABLE_STRING, "started": NULLABLE_STRING, "finished": NULLABLE_STRING},
     },
