@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared import augmentation
 from shared.averaging import WeightAverage
 from shared.datasets import LabelledImage
 from shared.model import precision, scale
@@ -74,6 +75,9 @@ class TrainConfig:
     # with the encoder's batch-norm statistics kept too.
     freeze: str = "none"
     name: str = "nucleus-dsb2018"
+    # Transforms for images unlike the training set's (shared.augmentation.TRANSFORMS), each with the probability
+    # a crop gets it: stain jitter, fluorescence rendered as stained, lower magnification, noise, uneven background.
+    robust_augment: tuple[tuple[str, float], ...] = ()
 
 
 FREEZE_CHOICES = ("none", "encoder")
@@ -145,6 +149,8 @@ def augment(sample: Sample, cfg: TrainConfig, rng: random.Random) -> tuple[torch
         x, y = torch.rot90(x, k, (1, 2)), torch.rot90(y, k, (1, 2))
     if rng.random() < 0.5:
         x, y = x.flip(2), y.flip(2)
+    if cfg.robust_augment:
+        x = augmentation.apply(x, sample.kind, dict(cfg.robust_augment), rng)
     # intensity
     if rng.random() < 0.3:
         x = x[torch.randperm(3, generator=torch.Generator().manual_seed(rng.randint(0, 2**31)))]
