@@ -16,7 +16,7 @@ COMMANDS = {
     "db": ("nucleus.commands.db:db", "The database schema."),
     "token": ("nucleus.commands.token:token", "API tokens."),
     "ingest": ("nucleus.commands.ingest:ingest", "Watch a folder and upload each new image once."),
-    "dataset": ("nucleus.commands.dataset:dataset", "The base training set in the object store (import, list)."),
+    "dataset": ("nucleus.commands.dataset:dataset", "Labelled sets (build from sources, import, list)."),
 }
 
 

@@ -1,6 +1,8 @@
-"""`nucleus dataset import|list`: the base training set and its fixed validation split in the object store, where
+"""`nucleus dataset import|list|build`: the base training set and its fixed validation split in the object store, where
 a trainer without ../shared/data (a pip or docker deployment) finds them (shared.base_set)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -55,3 +57,32 @@ def list_(data_dir):
         manifest = read_manifest(store, name) or {}
         click.echo(f"{name}\t{len(manifest.get('images', {}))} images\t"
                    f"{len(manifest.get('validation', []))} validation\t{manifest.get('created', '')}")
+
+
+@dataset.command(name="build")
+@click.option("--source", "sources", multiple=True, required=True, metavar="KIND=DIR",
+              help="A source folder and its converter: dsb2018=DIR (less the fixed validation split), kromp=DIR "
+                   "(its train split only), folder=DIR (images/ + labels/, all training images). Repeat for several.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="A new (or empty) folder for images/, labels/ and index.csv (with each image's source and kind).")
+def build(sources, out):
+    """Rebuild the multi-source training set from the folders named (docs/DATA_CARD.md lists the sources)."""
+    from shared.sources import CONVERTERS, build_training_set
+
+    pairs = []
+    for text in sources:
+        kind, sep, folder = text.partition("=")
+        if not sep or kind not in CONVERTERS or not folder:
+            raise click.BadParameter(f"{text!r}: expected KIND=DIR with KIND one of {', '.join(CONVERTERS)}",
+                                     param_hint="--source")
+        if not Path(folder).is_dir():
+            raise click.BadParameter(f"{folder}: no such folder", param_hint="--source")
+        pairs.append((kind, Path(folder)))
+    try:
+        report = build_training_set(pairs, out, progress=lambda done, total: done % 100 == 0 and
+                                    click.echo(f"{done}/{total}", err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out}: {report.images} images, {report.nuclei} nuclei; by source "
+               + ", ".join(f"{k} {v}" for k, v in report.by_source.items()) + "; by kind "
+               + ", ".join(f"{k} {v}" for k, v in sorted(report.by_kind.items())))

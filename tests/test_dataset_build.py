@@ -1,0 +1,153 @@
+"""`nucleus dataset build` writes one training set from several source folders: DSB2018 less its fixed validation
+split, the Kromp set's train split only (its test split is for measuring), plain images/ + labels/ folders; one
+index.csv row per image with its source and kind."""
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from nucleus.cli import main
+from shared.datasets import default_data_root, iter_labelled, validation_names
+from shared.sources import KROMP_DIRNAME, iter_kromp, kromp_images
+
+DESCRIPTION_HEADER = ("Image_Name;Diagnosis;Preparation;Train-/Testset split;Testset class;Magnification;Modality;"
+                      "Device;Software;Mean BG signal;Mean FG signal;Signal/Noise;S/N Class")
+
+
+def write_pair(root, name, image, labels):
+    Image.fromarray(image).save(root / "images" / f"{name}.png")
+    Image.fromarray(labels.astype(np.uint16)).save(root / "labels" / f"{name}.png")
+
+
+def blobs(n: int, size: int = 32) -> np.ndarray:
+    labels = np.zeros((size, size), np.uint16)
+    for i in range(n):
+        labels[4 + 8 * i: 8 + 8 * i, 4:10] = i + 1
+    return labels
+
+
+@pytest.fixture
+def fake_sources(tmp_path):
+    """A DSB-like folder (one of its names in the fixed validation split) and a Kromp-like folder (2 train, 2 test)."""
+    dsb, kromp = tmp_path / "dsb", tmp_path / "kromp"
+    for root in (dsb, kromp):
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+    held_out = validation_names()[0]
+    dsb_rows = [("fluo_a", "white", "black", 2), ("tissue_b", "purple", "purple", 3), (held_out, "white", "black", 1)]
+    for name, fg, bg, n in dsb_rows:
+        write_pair(dsb, name, np.full((32, 32, 4), 200, np.uint8), blobs(n))
+    (dsb / "index.csv").write_text("image_id,width,height,nuclei,foreground,background\n"
+                                   + "".join(f"{name},32,32,{n},{fg},{bg}\n" for name, fg, bg, n in dsb_rows))
+    kromp_rows = [("Tissue_0", "train", "-", 1), ("Tissue_1", "train", "-", 2), ("Tissue_2", "test", "NB-I", 3),
+                  ("Cells_3", "test", "TS", 1)]
+    for name, _, _, n in kromp_rows:
+        write_pair(kromp, name, np.full((32, 32), 30, np.uint8), blobs(n))
+    (kromp / "image_description.csv").write_text(DESCRIPTION_HEADER + "\n" + "".join(
+        f"{name};x;tissue section;{split};{cls};63x;FM;dev;sw;2,5;83,6;34,1;>=4,<40\n"
+        for name, split, cls, _ in kromp_rows))
+    return dsb, kromp, held_out
+
+
+def read_index(out):
+    with (out / "index.csv").open() as fh:
+        return {row["image_id"]: row for row in csv.DictReader(fh)}
+
+
+def test_build_from_fake_sources_keeps_training_images_only(fake_sources, tmp_path):
+    dsb, kromp, held_out = fake_sources
+    out = tmp_path / "built"
+    result = CliRunner().invoke(main, ["dataset", "build", "--source", f"dsb2018={dsb}", "--source", f"kromp={kromp}",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "4 images, 8 nuclei" in result.output
+    rows = read_index(out)
+    assert set(rows) == {"fluo_a", "tissue_b", "Tissue_0", "Tissue_1"}  # no validation, no Kromp test image
+    assert (rows["fluo_a"]["source"], rows["fluo_a"]["kind"], rows["fluo_a"]["nuclei"]) == ("dsb2018", "fluorescence", "2")
+    assert (rows["tissue_b"]["kind"], rows["tissue_b"]["nuclei"]) == ("stained-tissue", "3")
+    assert (rows["Tissue_1"]["source"], rows["Tissue_1"]["kind"], rows["Tissue_1"]["width"]) == ("kromp", "fluorescence", "32")
+    assert sorted(p.stem for p in (out / "images").iterdir()) == sorted(rows)
+    # The built set reads back through the ordinary loader with the same types.
+    loaded = {item.name: item for item in iter_labelled(out)}
+    assert loaded["tissue_b"].kind == "stained-tissue" and loaded["Tissue_0"].kind == "fluorescence"
+    assert int(loaded["tissue_b"].labels.max()) == 3
+
+
+def test_build_refuses_clashing_names_a_used_folder_and_unknown_sources(fake_sources, tmp_path):
+    dsb, kromp, _ = fake_sources
+    runner = CliRunner()
+    clash = runner.invoke(main, ["dataset", "build", "--source", f"folder={dsb}", "--source", f"dsb2018={dsb}",
+                                 "--out", str(tmp_path / "a")])
+    assert clash.exit_code == 1 and "is in both folder and dsb2018" in clash.output
+    assert not (tmp_path / "a" / "index.csv").exists()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    refused = runner.invoke(main, ["dataset", "build", "--source", f"kromp={kromp}", "--out", str(used)])
+    assert refused.exit_code == 1 and "not empty" in refused.output and (used / "keep.txt").read_text() == "mine"
+    unknown = runner.invoke(main, ["dataset", "build", "--source", f"monuseg={dsb}", "--out", str(tmp_path / "b")])
+    assert unknown.exit_code == 2 and "KIND=DIR" in unknown.output
+
+
+@pytest.fixture
+def real_kromp_subset(tmp_path):
+    """Two train and two test images of the real Kromp set (links) with their rows of image_description.csv."""
+    real = default_data_root() / KROMP_DIRNAME
+    if not real.exists():
+        pytest.skip("Kromp S-BSST265 not under ../shared/data")
+    images = kromp_images(real)
+    chosen = [im for im in images if im.split == "train"][:2] + [im for im in images if im.split == "test"][:2]
+    root = tmp_path / "kromp"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+        for im in chosen:
+            (root / sub / f"{im.name}.png").symlink_to(real / sub / f"{im.name}.png")
+    lines = (real / "image_description.csv").read_text(encoding="utf-8-sig").splitlines()
+    wanted = {im.name for im in chosen}
+    (root / "image_description.csv").write_text(
+        "\n".join([lines[0]] + [line for line in lines[1:] if line.split(";")[0] in wanted]) + "\n")
+    return root, chosen
+
+
+def test_build_from_real_files(real_kromp_subset, tmp_path):
+    kromp, chosen = real_kromp_subset
+    dsb = default_data_root() / "dsb2018-stage1-train"
+    few = tmp_path / "dsb"
+    for sub in ("images", "labels"):
+        (few / sub).mkdir(parents=True)
+    held = validation_names()
+    names = [held[0]] + [line.split(",")[0] for line in (dsb / "index.csv").read_text().splitlines()[1:]
+                         if line.split(",")[0] not in held][:2]
+    for name in names:
+        for sub in ("images", "labels"):
+            (few / sub / f"{name}.png").symlink_to(dsb / sub / f"{name}.png")
+    index = (dsb / "index.csv").read_text().splitlines()
+    (few / "index.csv").write_text("\n".join([index[0]] + [l for l in index[1:] if l.split(",")[0] in names]) + "\n")
+    out = tmp_path / "built"
+    result = CliRunner().invoke(main, ["dataset", "build", "--source", f"dsb2018={few}", "--source", f"kromp={kromp}",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_index(out)
+    train = [im.name for im in chosen if im.split == "train"]
+    assert set(rows) == set(names[1:]) | set(train)
+    for name in train:
+        labels = np.asarray(Image.open(kromp / "labels" / f"{name}.png"))
+        assert int(rows[name]["nuclei"]) == len(np.unique(labels[labels > 0]))
+        assert (out / "images" / f"{name}.png").read_bytes() == (kromp / "images" / f"{name}.png").read_bytes()
+    shutil.rmtree(out)
+
+
+def test_kromp_split_and_classes_come_from_its_description():
+    real = default_data_root() / KROMP_DIRNAME
+    if not real.exists():
+        pytest.skip("Kromp S-BSST265 not under ../shared/data")
+    images = kromp_images(real)
+    assert sum(im.split == "train" for im in images) == 42 and sum(im.split == "test" for im in images) == 37
+    assert all(im.test_class == "-" for im in images if im.split == "train")
+    first = next(iter_kromp(real, "test", limit=1))
+    assert first.kind == next(im.test_class for im in images if im.split == "test")
