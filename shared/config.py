@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     worker_memory_bytes: int = 3 << 30
     test_time_views: int = DEFAULT_VIEWS  # one of VIEWS
     worker_metrics_port: int = 0  # 0: off; worker segment-<i> serves Prometheus metrics on this port + i
+    model_cache_size: int = Field(default=3, ge=1)  # model versions each worker process keeps loaded
     weights_path: Path | None = None  # default: the shipped weights inside the package
 
     # Training service: fine-tunes the active model on base data + user labels.

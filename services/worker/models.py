@@ -2,7 +2,8 @@
 
 Before each task the worker asks the registry which version the job wants (the version a
 re-segmentation asked for, else the job's project's active version; shared.registry) and loads
-those weights from the object store unless they are among the few already in memory. With no version
+those weights from the object store unless they are among the few already in memory
+(settings.model_cache_size, the least recently used dropped first). With no version
 registered it uses the shipped weights (or settings.weights_path). A task keeps the Segmenter it was
 handed, so an activation never changes the model under a running task, and takes effect on the next
 job without a restart.
@@ -23,7 +24,6 @@ from shared.storage import ObjectNotFound, get_store
 log = logging.getLogger(__name__)
 
 SHIPPED = "<shipped>"
-LOADED_MODELS = 3  # versions kept in memory: a few projects' lines without reloading on every job
 
 
 class VersionUnavailable(Exception):
@@ -38,9 +38,9 @@ def torch_threads(settings: Settings) -> int:
 
 
 class ModelCache:
-    def __init__(self, settings: Settings, capacity: int = LOADED_MODELS):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.capacity = capacity
+        self.capacity = settings.model_cache_size
         self.loaded: OrderedDict[str, object] = OrderedDict()  # version (or SHIPPED) -> Segmenter, oldest first
         self._lock = threading.Lock()
 
