@@ -145,9 +145,9 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
         click.echo(f"no image could be read as asked; nothing segmented (summary in {out})", err=True)
         raise SystemExit(1)
 
-    from shared.model.segmenter import Segmenter
+    from shared.model.onnx_inference import load_segmenter
 
-    segmenter = Segmenter.from_settings(weights, settings, device=device)
+    segmenter = load_segmenter(weights, settings, device=device)
     rows, failures = [], 0
     for number, path in enumerate(tqdm(images, desc="segmenting", unit="image", file=sys.stderr,
                                        disable=len(images) < 2), start=1):

@@ -8,11 +8,8 @@ float32, where ONNX Runtime's CPU kernels are faster than PyTorch's: on a 2-core
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +18,8 @@ import torch
 from torch import nn
 
 from shared.config import RUNTIMES as CHOICES
-
-GRAPHS_KEPT = 16  # in the graph cache: a few weights versions, each with its network and its encoder
+from shared.model import graph_cache
+from shared.model.onnx_inference import open_session
 
 
 def resolve(runtime: str, device: torch.device, amp_dtype: torch.dtype | None) -> str:
@@ -48,14 +45,7 @@ class OnnxNetwork:
     """A PyTorch module exported to ONNX and run by ONNX Runtime on the CPU."""
 
     def __init__(self, graph: bytes):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # as many as PyTorch was given (the worker sets it)
-        options.inter_op_num_threads = 1
-        # Spinning threads would keep the cores busy between calls, slowing the post-processing that follows.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        self.session = open_session(graph, torch.get_num_threads())  # as many as PyTorch was given (the worker sets it)
 
     @classmethod
     def cached(cls, build: Callable[[], nn.Module], in_channels: int, maps: bool = True,
@@ -63,23 +53,15 @@ class OnnxNetwork:
         """The network `build()` makes, exported (`maps`: it returns maps the size of its input, else one vector
         per image). Exporting costs more than the rest of a start-up, so with `cache_file` the graph is kept
         there and read back next time; the caller names the file by everything the graph depends on."""
-        if cache_file is not None and cache_file.is_file():
+        kept = graph_cache.read(cache_file) if cache_file is not None else None
+        if kept is not None:
             try:
-                network = cls(cache_file.read_bytes())
-                os.utime(cache_file)  # recently used: kept when the folder is pruned
-                return network
+                return cls(kept)
             except Exception:  # a damaged or foreign file: export again and replace it
                 pass
         graph = export_onnx(build(), in_channels, maps)
         if cache_file is not None:
-            try:
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                partial = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.partial")
-                partial.write_bytes(graph)
-                os.replace(partial, cache_file)  # whole or absent, whatever other processes do
-                _prune(cache_file.parent)
-            except OSError:
-                pass  # an unwritable cache only costs the export next time
+            graph_cache.write(cache_file, graph)
         return cls(graph)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -87,11 +69,8 @@ class OnnxNetwork:
         return torch.from_numpy(self.session.run(None, {"images": batch})[0])
 
 
-def _prune(folder: Path, keep: int = GRAPHS_KEPT) -> None:
-    """Remove all but the `keep` most recently used graphs (older weights or code leave theirs behind)."""
-    graphs = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in graphs[keep:]:
-        old.unlink(missing_ok=True)
+def _prune(folder: Path, keep: int = graph_cache.KEPT) -> None:
+    graph_cache.prune(folder, "*.onnx", keep)
 
 
 def export_onnx(model: nn.Module, in_channels: int, maps: bool = True) -> bytes:
@@ -106,12 +85,3 @@ def export_onnx(model: nn.Module, in_channels: int, maps: bool = True) -> bytes:
                           input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": axes, "logits": axes if maps else {0: "batch"}}, dynamo=False)
     return graph.getvalue()
-
-
-@lru_cache(maxsize=1)
-def code_digest() -> str:
-    """A digest of the model code (shared/model/*.py) and the torch version: an exported graph depends on both."""
-    digest = hashlib.sha256(torch.__version__.encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()

@@ -8,10 +8,12 @@ same way. The factor is bounded: beyond 2x the input adds time but no detail, be
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
 # Weights without a size model (shared.model.size) measure nuclei on a quick segmentation, which reads merged
@@ -44,6 +46,8 @@ def resize_maps(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """CxHxW float maps (an image or probabilities) to `size`, smoothly; anti-aliased when shrinking."""
     if tuple(x.shape[1:]) == tuple(size):
         return x
+    import torch.nn.functional as F  # here: the rest of this module serves processes without torch
+
     shrinking = size[0] < x.shape[1]
     return F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False, antialias=shrinking)[0]
 
@@ -52,5 +56,8 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A label image to `size` by nearest neighbour: labels stay labels."""
     if labels.shape == tuple(size):
         return labels
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(labels.astype(np.int64))[None, None].double()
     return F.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy().astype(labels.dtype)

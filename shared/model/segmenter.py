@@ -1,10 +1,8 @@
 """Load weights once, segment many images: the one inference path for worker, CLI and trainer."""
 from __future__ import annotations
 
-import hashlib
 import io
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,33 +11,23 @@ import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
 from shared.config import DEFAULT_TILE, DEFAULT_VIEWS, VIEWS, Settings
+from shared.model import graph_cache as graph_files
+from shared.model import onnx_inference, scale, size
 from shared.model import precision as mixed_precision
 from shared.model import runtime as runtimes
-from shared.model import scale, size
+from shared.model.prediction import Prediction
 from shared.model.preprocess import normalize
+from shared.model.shipped import SHIPPED_WEIGHTS, shipped_weights_path  # noqa: F401 (named here by callers)
 from shared.model.unet import UNet
 from shared.postprocess import PostprocessSettings, connected_components, instances
 
 CHECKPOINT_FORMAT = "nucleus-unet/1"
-SHIPPED_WEIGHTS = "nucleus-dsb2018.pt"
-
-
-def shipped_weights_path() -> Path:
-    return Path(str(resources.files("shared.weights").joinpath(SHIPPED_WEIGHTS)))
 
 
 def pick_device(name: str | None = None) -> torch.device:
     if name and name != "auto":
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@dataclass
-class Prediction:
-    foreground: np.ndarray
-    boundary: np.ndarray
-    distance: np.ndarray
-    labels: np.ndarray | None = None  # the instances, when the size measurement already made them from these maps
 
 
 def save_checkpoint(path: Path | io.BytesIO, model: UNet, name: str, extra: dict | None = None,
@@ -96,7 +84,7 @@ def write_version_sidecar(weights_path: Path) -> Path:
 
 
 def version_of(raw: bytes, name: str) -> str:
-    return f"{name}-{hashlib.sha256(raw).hexdigest()[:8]}"
+    return f"{name}-{graph_files.weights_digest(raw)[:8]}"
 
 
 def weights_version(raw: bytes) -> str:
@@ -137,7 +125,7 @@ class Segmenter:
         self.stride = model.stride
         self.runtime = runtimes.resolve(runtime, self.device, self.amp_dtype)
         self.unet = model.eval()
-        self._graph_cache, self._weights_digest = graph_cache, hashlib.sha256(raw).hexdigest()
+        self._graph_cache, self._weights_digest = graph_cache, graph_files.weights_digest(raw)
         self.network = self._compile(self.unet, kind="unet")
         self._style_network = None  # the encoder alone, built when a size is first measured
         self.postprocess = PostprocessSettings.from_dict(checkpoint.get("postprocess", {}))
@@ -147,6 +135,18 @@ class Segmenter:
         self.extra = checkpoint.get("extra", {})
         self.tile, self.overlap = tile, overlap
         self.views = views
+        if self.runtime == "onnx" and graph_cache is not None:
+            self._remember((device, precision, runtime))
+
+    def _remember(self, asked: tuple[str | None, str, str]) -> None:
+        """Keep beside the cached graphs what segmenting needs besides them, so that a later process asking
+        the same (device, precision, runtime) segments from the cache without torch (shared.model.onnx_inference)."""
+        if self.diameter and self.size_model is not None and self._style_network is None:
+            self._style_network = self._compile(size.EncoderStyle(self.unet), kind="style", maps=False)
+        onnx_inference.remember(self._graph_cache, self._weights_digest, asked, {
+            "version": self.version, "stride": self.stride, "diameter": self.diameter,
+            "size_model": self.size_model.to_dict() if self.size_model else None,
+            "postprocess": asdict(self.postprocess)})
 
     @classmethod
     def from_settings(cls, weights: Path | str | bytes | None, settings: Settings,
@@ -166,8 +166,7 @@ class Segmenter:
         if self.runtime == "onnx":
             cache_file = None
             if self._graph_cache is not None:
-                key = hashlib.sha256(f"{self._weights_digest} {kind} {maps} {runtimes.code_digest()}".encode())
-                cache_file = Path(self._graph_cache) / f"{kind}-{key.hexdigest()[:32]}.onnx"
+                cache_file = graph_files.graph_file(self._graph_cache, self._weights_digest, kind, maps)
             return runtimes.OnnxNetwork.cached(lambda: fuse(module), self.unet.config["in_channels"], maps, cache_file)
         return runtimes.TorchNetwork(fuse(module), self.device)
 
@@ -241,22 +240,7 @@ class Segmenter:
         return style[0].float().cpu().numpy()
 
     def _maps(self, x: torch.Tensor, tile: int | None = None) -> np.ndarray:
-        tile = tile or self.tile
-        _, height, width = x.shape
-        if height <= tile and width <= tile:
-            return self._forward(x)
-        out = np.zeros((3, height, width), dtype=np.float32)
-        step = tile - 2 * self.overlap
-        for top in range(0, height, step):
-            for left in range(0, width, step):
-                # read a window with `overlap` context on each side, keep only its centre
-                t0, l0 = max(0, top - self.overlap), max(0, left - self.overlap)
-                t1 = min(height, top + step + self.overlap)
-                l1 = min(width, left + step + self.overlap)
-                probs = self._forward(x[:, t0:t1, l0:l1])
-                bottom, right = min(height, top + step), min(width, left + step)
-                out[:, top:bottom, left:right] = probs[:, top - t0:bottom - t0, left - l0:right - l0]
-        return out
+        return onnx_inference.tiled_maps(x, tile or self.tile, self.overlap, self._forward)
 
     def _padded(self, x: torch.Tensor) -> torch.Tensor:
         """A CxHxW image as a batch of one on the device, its sides padded to a multiple of the network's stride."""

@@ -12,7 +12,6 @@ post-processing. The fitted coefficients travel inside the weights file, refitte
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,17 +21,14 @@ from torch import nn
 from shared.datasets import LabelledImage
 from shared.model import scale
 from shared.model.preprocess import normalize
+from shared.model.size_model import WINDOW, SizeModel, central_window, is_blank  # noqa: F401 (the size model's names)
 from shared.model.unet import UNet
 
-WINDOW = 512  # the size is measured on at most the central WINDOW x WINDOW pixels
 # Each fitting image is shown at these zooms, so that the regression sees nuclei of 0.6-1.6x every size in the set.
 ZOOMS = (0.6, 0.8, 1.0, 1.25, 1.6)
-# Ridge penalty on standardised features; chosen by five-fold cross-validation on the training split.
-RIDGE = 100.0
 # Fitted on fewer labelled images, its diameters err more than a quick segmentation's (cross-validated on the
 # training split: fitted on 25 images, twice as much as on 300).
 MIN_FIT_IMAGES = 50
-_FLOOR = 1e-3  # features are logged: channel statistics span orders of magnitude
 
 StyleFn = Callable[[torch.Tensor], np.ndarray]
 
@@ -49,47 +45,6 @@ class EncoderStyle(nn.Module):
         for features in self.unet.encode(x):
             stats += [features.mean(dim=(2, 3)), features.std(dim=(2, 3), correction=0)]
         return torch.cat(stats, dim=1)
-
-
-@dataclass
-class SizeModel:
-    """log(median nucleus diameter in pixels) = standardised log(style) . coef + intercept."""
-    mean: list[float]
-    scale: list[float]
-    coef: list[float]
-    intercept: float
-
-    @classmethod
-    def fit(cls, styles: np.ndarray, diameters: np.ndarray, ridge: float = RIDGE) -> "SizeModel":
-        x = np.log(np.asarray(styles, np.float64) + _FLOOR)
-        y = np.log(np.asarray(diameters, np.float64))
-        mean, spread = x.mean(axis=0), x.std(axis=0) + 1e-6
-        z = (x - mean) / spread
-        coef = np.linalg.solve(z.T @ z + ridge * np.eye(z.shape[1]), z.T @ (y - y.mean()))
-        return cls(mean.tolist(), spread.tolist(), coef.tolist(), float(y.mean()))
-
-    def diameter(self, style: np.ndarray) -> float:
-        z = (np.log(np.asarray(style, np.float64) + _FLOOR) - self.mean) / self.scale
-        return float(math.exp(z @ np.asarray(self.coef) + self.intercept))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, stored: dict | None) -> "SizeModel | None":
-        return cls(**stored) if stored else None
-
-
-def is_blank(x: torch.Tensor) -> bool:
-    """An image without contrast (normalised to a constant) has no nuclei for the size model to measure."""
-    return float(x.std()) < 1e-3 if x.numel() > 1 else True
-
-
-def central_window(x: torch.Tensor, side: int = WINDOW) -> torch.Tensor:
-    """The central side x side pixels of a CxHxW image (all of it where it is smaller)."""
-    _, height, width = x.shape
-    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-    return x[:, top:top + side, left:left + side]
 
 
 def zoomed_window(x: torch.Tensor, zoom: float, side: int = WINDOW) -> torch.Tensor:
