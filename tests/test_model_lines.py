@@ -167,7 +167,7 @@ def test_enough_new_labels_start_a_run_in_their_own_project(use_settings, tmp_pa
     from shared.db.migrate import upgrade
     from shared.db.models import Project, TrainingRun
     from shared.db.session import session_scope
-    from services.api.rest.training import start_run_if_enough_labels
+    from services.api.training_runs import start_run_if_enough_labels
 
     use_settings(tmp_path, auto_train_after_labels=2)
     upgrade()

@@ -25,7 +25,7 @@ from services.api.access import visible
 from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import iso
-from services.api.rest.training import start_run_if_enough_labels
+from services.api.training_runs import start_run_if_enough_labels
 from shared.config import Settings
 from shared.db.models import Experiment, Image, Label
 from shared.db.session import session_scope

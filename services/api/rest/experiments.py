@@ -1,54 +1,20 @@
-"""Experiments: create, list, and an experiment's results and nuclei."""
+"""Experiment routes: create, list, and an experiment's results and nuclei (services.api.experiments creates)."""
 from __future__ import annotations
 
 from flask import current_app, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from services.api.access import get_experiment, project_for_new_experiment, require_role, visible
+from services.api.access import get_experiment, require_role, visible
 from services.api.database import db
 from services.api.downloads import experiment_archive
 from services.api.errors import ApiError
+from services.api.experiments import create_experiment, experiment_json, valid_name
 from services.api.exports import FORMATS as EXPORT_FORMATS, nuclei_export, results_export
 from services.api.intake import accept_upload
 from services.api.limits import check_upload_rate
-from services.api.queries import ResultFilters, count_rows, iso, page_from_request, page_of_results
+from services.api.queries import ResultFilters, count_rows, page_from_request, page_of_results
 from services.api.rest import api
 from shared.db.models import Experiment, Project
-
-NAME_LIMIT = 200
-
-
-def experiment_json(experiment: Experiment) -> dict:
-    return {"id": experiment.id, "name": experiment.name, "project": experiment.project.name,
-            "created": iso(experiment.created)}
-
-
-def valid_name(value, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ApiError(400, "invalid_field", f"{what} must be a non-empty string", field=what)
-    value = value.strip()
-    if len(value) > NAME_LIMIT or "/" in value or any(ord(ch) < 32 for ch in value):
-        raise ApiError(400, "invalid_field", f"{what} must be at most {NAME_LIMIT} characters, without '/' "
-                       "or control characters", field=what)
-    return value
-
-
-def create_experiment(name: str, project_name: str | None) -> Experiment:
-    """Shared with the web form. 409 when the name is taken anywhere in the instance."""
-    session = db()
-    if session.scalars(select(Experiment.id).where(Experiment.name == name)).first() is not None:
-        raise ApiError(409, "experiment_exists", f"an experiment named {name!r} already exists")
-    project = project_for_new_experiment(project_name)
-    experiment = Experiment(name=name, project_id=project.id)
-    session.add(experiment)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise ApiError(409, "experiment_exists", f"an experiment named {name!r} already exists") from None
-    experiment.project = project
-    return experiment
 
 
 @api.post("/experiments")

@@ -17,15 +17,15 @@ from services.api.intake import accept_upload
 from services.api.labelling import accept_label_and_maybe_train, label_file, labels_of_image
 from services.api.model_versions import activate_version, model_lines, page_of_models, requested_project
 from services.api.limits import RateLimited, check_upload_rate, count_auth_failure
+from services.api.experiments import create_experiment, valid_name
 from services.api.exports import nuclei_export, results_export
 from services.api.queries import (
     Histogram, Page, ResultFilters, area_histogram, count_rows, counts_by_condition, mean_count_by_well, nucleus_rows,
     page_from_request, page_of_results, result_for,
 )
-from services.api.rest.experiments import create_experiment, valid_name
-from services.api.rest.resegment import FILTER_FIELDS as RESEGMENT_FILTERS, parse_request as parse_resegment
-from services.api.rest.resegment import resegment as resegment_experiment
-from services.api.rest.training import (
+from services.api.resegmentation import FILTER_FIELDS as RESEGMENT_FILTERS, parse_request as parse_resegment
+from services.api.resegmentation import resegment as resegment_experiment
+from services.api.training_runs import (
     OPEN, create_run, page_of_runs, parse_run_request, project_for_run, run_json,
 )
 from services.api.web import web
