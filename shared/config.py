@@ -68,9 +68,10 @@ class Settings(BaseSettings):
     worker_processes: int = 1
     tile_size: int = DEFAULT_TILE
     # Larger images are segmented and measured region by region (shared.tiled), in memory that grows by a few
-    # bytes a pixel instead of about a hundred.
-    whole_image_max_pixels: int = 8_000_000
-    # A worker segments an image within this memory; an upload that would need more is refused (413).
+    # bytes a pixel instead of about seventy.
+    whole_image_max_pixels: int = 2048 * 2048
+    # A worker segments an image within this memory (shared.tiled.worker_memory_needed); an upload that would
+    # need more is refused (413). The default takes every image up to max_pixels, grey or RGB 8-bit.
     worker_memory_bytes: int = 3 << 30
     test_time_views: int = DEFAULT_VIEWS  # one of VIEWS
     worker_metrics_port: int = 0  # 0: off; worker segment-<i> serves Prometheus metrics on this port + i
@@ -78,15 +79,17 @@ class Settings(BaseSettings):
     weights_path: Path | None = None  # default: the shipped weights inside the package
 
     # Training service: fine-tunes the active model on base data + user labels.
-    training_steps_per_epoch: int = 50
+    # Fine-tuning defaults measured with bench/adaptation.py (bench/README.md): a run on ~10 corrected images of a
+    # new source finishes within 10 minutes on 2 CPU cores.
+    training_steps_per_epoch: int = 100
     training_crop: int = 224
-    training_batch: int = 8
-    training_lr: float = 5e-4
+    training_batch: int = 4
+    training_lr: float = 1e-3
     training_base_dir: Path | None = None  # labelled base set; default: ../shared/data/dsb2018-stage1-train if present
     training_base_limit: int = 0  # 0: every base image
     training_validation_limit: int = 0  # 0: the whole fixed validation split
-    training_user_share: float = 0.5  # share of training samples drawn from user labels
-    training_freeze: str = "none"  # one of shared.training.FREEZE_CHOICES: "none" | "encoder"
+    training_user_share: float = 0.8  # share of training samples drawn from user labels
+    training_freeze: str = "encoder"  # one of shared.training.FREEZE_CHOICES: "none" | "encoder"
     # Without training_base_dir or ../shared/data, the base set `nucleus dataset import` stored in the object
     # store under this name, copied once into training_cache_dir (default: <data_dir>/cache/datasets).
     training_base_set: str = "base"

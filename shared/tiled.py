@@ -24,26 +24,31 @@ import numpy as np
 
 REGION = 1536  # side of a region's core, in the image's pixels
 MARGIN = 128   # context read around each core: wider than a nucleus, and than the network's reach at a cut
-NETWORK_TILE = 1024  # the network's tiles within a region: its working memory grows with their area
-OVERLAY_MAX_SIDE = 4096  # overlays of larger images are drawn on a downscaled copy
+NETWORK_TILE = 512  # the network's tiles within a region: its working memory grows with their area
+OVERLAY_MAX_PIXELS = 2048 * 2048  # overlays of larger images are drawn on a downscaled copy
 DUPLICATE_SHARE = 0.5  # a kept nucleus with this share of its pixels already claimed is a nucleus seen twice
 
-# What a worker holds besides the image and its label image: the model, the runtime's buffers for one network
-# tile (Settings.tile_size) and one region's maps and post-processing.
-FIXED_BYTES = 1_400_000_000
-TILE_BYTES_PER_PIXEL = 300  # the network's working memory per pixel of its tile (of side Settings.tile_size)
-WHOLE_BYTES_PER_PIXEL = 110  # the whole-image path, per pixel of the image
-LABEL_BYTES_PER_PIXEL = 4 + 2  # the uint32 label image, and its 16-bit copy when written as TIFF
+# A worker's memory, as measured by bench/big_images.py (VmHWM) and rounded up.
+MODEL_BYTES = 400_000_000  # the interpreter, the model and its runtime
+NETWORK_BYTES_PER_PIXEL = 550  # the network's working memory, per pixel of its tile
+REGION_BYTES = 700_000_000  # one region's maps, enlarged and back, and its post-processing
+WHOLE_BYTES_PER_PIXEL = 70  # the whole-image path's maps and post-processing, per pixel of the image
+LABEL_BYTES_PER_PIXEL = 4  # the uint32 label image
+TIFF_BYTES_PER_PIXEL = 2  # the 16-bit copy of the label image written as TIFF
+OVERLAY_BYTES = 60 * OVERLAY_MAX_PIXELS
 
 
 def worker_memory_needed(height: int, width: int, image_bytes: int, settings) -> int:
     """The most memory a worker uses to segment, measure and write out an image of this size whose decoded
     arrays (segmented image and measured channels) take `image_bytes`."""
     pixels = height * width
-    network = TILE_BYTES_PER_PIXEL * min(settings.tile_size, 2 * (REGION + 2 * MARGIN)) ** 2
     if pixels <= settings.whole_image_max_pixels:
-        return FIXED_BYTES + network + image_bytes + WHOLE_BYTES_PER_PIXEL * pixels
-    return FIXED_BYTES + network + image_bytes + LABEL_BYTES_PER_PIXEL * pixels
+        network = NETWORK_BYTES_PER_PIXEL * settings.tile_size ** 2
+        return MODEL_BYTES + network + WHOLE_BYTES_PER_PIXEL * pixels + image_bytes
+    network = NETWORK_BYTES_PER_PIXEL * min(settings.tile_size, NETWORK_TILE) ** 2
+    segmenting = MODEL_BYTES + network + REGION_BYTES + LABEL_BYTES_PER_PIXEL * pixels
+    writing = MODEL_BYTES + (LABEL_BYTES_PER_PIXEL + TIFF_BYTES_PER_PIXEL) * pixels + OVERLAY_BYTES
+    return max(segmenting, writing) + image_bytes
 
 
 def decoded_bytes(nuclear: np.ndarray, channels: np.ndarray | None) -> int:
@@ -170,10 +175,10 @@ def segment_in_regions(segmenter, image: np.ndarray, measure: Measure | None = N
     return labels, rows
 
 
-def overlay_view(image: np.ndarray, labels: np.ndarray, max_side: int = OVERLAY_MAX_SIDE):
-    """The image and labels to draw an overlay on: as they are, or every k-th pixel of each where a side is
-    longer than `max_side` (views, no copies)."""
-    step = math.ceil(max(labels.shape) / max_side)
+def overlay_view(image: np.ndarray, labels: np.ndarray, max_pixels: int = OVERLAY_MAX_PIXELS):
+    """The image and labels to draw an overlay on: as they are, or every k-th pixel of each where they have more
+    than `max_pixels` (views, no copies)."""
+    step = math.ceil(math.sqrt(labels.size / max_pixels))
     if step <= 1:
         return image, labels
     return image[::step, ::step], labels[::step, ::step]

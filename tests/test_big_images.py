@@ -110,10 +110,11 @@ def test_regions_cover_the_image_once():
 
 
 def test_overlays_of_huge_images_are_drawn_downscaled():
-    image, labels = np.zeros((10000, 300), np.uint8), np.zeros((10000, 300), np.uint32)
-    small_image, small_labels = tiled.overlay_view(image, labels, max_side=4096)
-    assert small_labels.shape == (3334, 100) and np.shares_memory(small_labels, labels)
-    assert tiled.overlay_view(image[:4000], labels[:4000])[1].shape == (4000, 300)
+    image, labels = np.zeros((10000, 3000), np.uint8), np.zeros((10000, 3000), np.uint32)
+    small_image, small_labels = tiled.overlay_view(image, labels, max_pixels=4_000_000)
+    assert small_labels.shape == (3334, 1000) and small_image.shape == (3334, 1000)
+    assert np.shares_memory(small_labels, labels)
+    assert tiled.overlay_view(image[:1000], labels[:1000], max_pixels=3_000_000)[1].shape == (1000, 3000)
 
 
 def test_the_default_budget_admits_every_image_the_api_accepts():

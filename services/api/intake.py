@@ -25,6 +25,7 @@ from shared.imageio import ImageError
 from shared.read_options import (ReadOptions, check_pixel_size, parse_channel, parse_index, parse_scene,
                                  parse_z)
 from shared.reading import read_picture
+from shared.tiled import decoded_bytes, refusal as worker_refusal
 from shared.jobs import write_scope
 from shared.storage import ObjectStore, StorageUnavailable
 
@@ -135,6 +136,9 @@ def check_files(uploads: list[FileStorage], meta: Metadata, settings: Settings) 
             picture = read_picture(data, meta.reading, max_pixels=settings.max_pixels, filename=filename)
         except ImageError as exc:
             raise ApiError(exc.status, exc.code, f"{filename}: {exc.message}", filename=filename) from None
+        too_big = worker_refusal(*picture.nuclear.shape[:2], decoded_bytes(picture.nuclear, picture.channels), settings)
+        if too_big:
+            raise ApiError(413, "image_too_large_for_worker", f"{filename}: {too_big}", filename=filename)
         checked.append(CheckedFile(filename, upload, sha, len(data), width=picture.nuclear.shape[1],
                                    height=picture.nuclear.shape[0], channel=picture.channel,
                                    channel_names=picture.channel_names, pixel_size_um=picture.pixel_size_um,
