@@ -145,12 +145,12 @@ Measure = Callable[[np.ndarray, tuple[slice, slice]], list[dict]]
 
 def segment_in_regions(segmenter, image: np.ndarray, measure: Measure | None = None,
                        pixel_size_um: float | None = None, diameter: float | None = None,
-                       region: int = REGION, margin: int = MARGIN) -> tuple[np.ndarray, list[dict]]:
+                       region: int | None = None, margin: int | None = None) -> tuple[np.ndarray, list[dict]]:
     """The uint32 label image of `image` (HxW or HxWxC) and, with `measure`, its nuclei's rows.
 
     `measure(labels, box)` measures nuclei numbered 1..n in `labels`, a crop of the image at `box`
     (e.g. shared.measure.measure_nuclei on the image's and channels' crops); its rows come back renumbered and
-    placed in the whole image (`pixel_size_um`: for the µm centroids)."""
+    placed in the whole image (`pixel_size_um`: for the µm centroids). `region`, `margin`: default REGION, MARGIN."""
     from shared.model.preprocess import intensity_range
     from shared.postprocess import instances
 
@@ -160,7 +160,7 @@ def segment_in_regions(segmenter, image: np.ndarray, measure: Measure | None = N
     labels = np.zeros((height, width), np.uint32)
     rows: list[dict] = []
     next_label = 1
-    for part in regions(height, width, region, margin):
+    for part in regions(height, width, region or REGION, MARGIN if margin is None else margin):
         p = segmenter.predict_part(image[part.outer], intensity, f, tile=min(segmenter.tile, NETWORK_TILE))
         found = instances(p.foreground, p.boundary, p.distance, segmenter.postprocess)
         del p

@@ -143,3 +143,38 @@ def test_an_image_a_worker_cannot_hold_is_refused_at_upload(harness, experiment)
     assert "wide.png" in error["message"] and "400x300" in error["message"] and "GiB" in error["message"]
     listed = harness.client("admin").get(f"/api/v1/experiments/{experiment}/results")
     assert listed.status_code == 200 and listed.json["total"] == 0  # nothing was accepted
+
+
+def test_the_worker_segments_a_big_image_in_regions(use_settings, tmp_path, monkeypatch):
+    """Through the worker: a two-channel image above the whole-image limit, cut by seams through its nuclei, gives
+    each nucleus once with its every-channel measures, a uint label TIFF and an overlay."""
+    import tifffile
+    from sqlalchemy import select, update
+
+    from services.worker.pipeline import process
+    from shared.db.migrate import upgrade
+    from shared.db.models import Image, Nucleus, Result
+    from shared.db.session import session_scope
+    from shared.jobs import write_scope
+    from shared.storage import get_store
+    from tests.support.channels import ome_tiff, two_channel_planes
+    from tests.support.pipeline import seed_job
+
+    use_settings(tmp_path, whole_image_max_pixels=1000)
+    monkeypatch.setattr(tiled, "REGION", 48)
+    monkeypatch.setattr(tiled, "MARGIN", 32)
+    upgrade(f"sqlite:///{tmp_path / 'nucleus.db'}")
+    image_id, job_id = seed_job(ome_tiff(two_channel_planes()), filename="big.ome.tif", channel=0, enqueue=False)
+    with write_scope() as session:
+        session.execute(update(Image).where(Image.id == image_id).values(
+            channel_names=["Hoechst", "EdU"], pixel_size_um=0.325, extra={"channel_name": "Hoechst"}))
+    assert process(job_id, "test-worker").status == "done"
+    with session_scope() as session:
+        result = session.scalars(select(Result).where(Result.job_id == job_id)).one()
+        nuclei = session.scalars(select(Nucleus).where(Nucleus.result_id == result.id)).all()
+        maxima = sorted(round(n.measures["max_intensity_edu"]) for n in nuclei) if nuclei else []
+        labels_key, overlay_key = result.labels_key, result.overlay_key
+    labels = tifffile.imread(io.BytesIO(get_store().get(labels_key)))
+    assert len(nuclei) == 4 and maxima == [0, 500, 1000, 1500]
+    assert sorted(np.unique(labels)) == [0, 1, 2, 3, 4]
+    assert get_store().get(overlay_key)[:8] == b"\x89PNG\r\n\x1a\n"
