@@ -4,7 +4,8 @@ shipped model with fewer and more test-time views. Then out of source: the same 
 Kromp fluorescence set's test split by its test class (images from labs the model never saw), shipped model and
 classical baseline side by side.
 
-    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--kromp DIR | --kromp none] [--json OUT]
+    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--kromp DIR | --kromp none] [--nuinsseg DIR]
+        [--json OUT]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from shared.model import precision as mixed_precision
 from shared.model.precision import CHOICES
 from shared.model.segmenter import Segmenter
 from shared.postprocess import classical
-from shared.sources import default_kromp_dir, iter_kromp
+from shared.sources import default_kromp_dir, iter_kromp, iter_nuinsseg_yolo
 
 SIDE_BY_SIDE = (("ap50", "AP@0.5", "{:.3f}"), ("dsb_score", "DSB", "{:.3f}"), ("pixel_iou", "IoU", "{:.3f}"),
                 ("count_error_median", "count err", "{:.1%}"))
@@ -52,6 +53,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N validation images (and Kromp test images)")
     parser.add_argument("--kromp", default=None,
                         help="Kromp S-BSST265 folder (default ../shared/data/kromp-sbsst265); 'none' to skip its test split")
+    parser.add_argument("--nuinsseg", default=None,
+                        help="NuInsSeg in YOLO layout (docs/DATA_CARD.md): also score its test split, H&E tissue")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=CHOICES)
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
@@ -102,6 +105,15 @@ def main() -> int:
         for kind in kromp_results[shipped]:
             out_of_source[f"Kromp test, {kind}"] = {m: kromp_results[m][kind] for m in (shipped, baseline)}
         results["kromp-test"] = kromp_results
+    if args.nuinsseg:
+        tissue = list(iter_nuinsseg_yolo(args.nuinsseg, "test", limit=args.limit))
+        for title, fn in ((shipped, segmenter.segment), (baseline, classical)):
+            bar = tqdm(total=len(tissue), desc=f"NuInsSeg test: {title[:26]}", file=sys.stderr)
+            _, summary = evaluate(fn, tissue, progress=lambda _: bar.update())
+            bar.close()
+            results.setdefault("nuinsseg-test", {})[title] = summary
+        out_of_source["NuInsSeg test (H&E tissue, 31 organs), all"] = {
+            m: results["nuinsseg-test"][m]["all"] for m in (shipped, baseline)}
     print()
     print(f"out of source (A: {shipped}; B: {baseline}); Kromp test classes as the dataset names them:")
     print(side_by_side(out_of_source, {"A": shipped, "B": baseline}))

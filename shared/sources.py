@@ -1,10 +1,12 @@
-"""Labelled sets other than DSB2018: the Kromp fluorescence set (its own train/test split and test classes), and
-rebuilding one multi-source training set from the folders they sit in.
+"""Labelled sets other than DSB2018: the Kromp fluorescence set (its own train/test split and test classes), NuInsSeg
+H&E tissue (as published in YOLO polygon layout), and rebuilding one multi-source training set from the folders
+they sit in (docs/DATA_CARD.md).
 
 The built set has the common layout (shared.datasets): OUT/images/<name>.png, OUT/labels/<name>.png and an
 OUT/index.csv naming each image's `source` and `kind`, plus the `foreground`/`background` colour hints the
 DSB2018 loader reads, so `nucleus train --data OUT` and shared.datasets see each image's type.
-Only training images go in: the DSB2018 fixed validation split and the Kromp test split are left out.
+Only training images go in: the DSB2018 fixed validation split, the Kromp test split and the NuInsSeg copy's test
+split are left out.
 """
 from __future__ import annotations
 
@@ -92,11 +94,13 @@ def iter_kromp(root: Path | None = None, split: str = "test", limit: int = 0) ->
 
 @dataclass
 class Entry:
-    """One training image of a source: where its files are and what it is."""
+    """One training image of a source: where its files are and what it is. A source whose labels are not label
+    images (polygons) gives `make_labels` instead, which draws them for the image's (height, width)."""
     name: str
     image: Path
-    labels: Path
+    labels: Path | None
     kind: str
+    make_labels: Callable[[tuple[int, int]], np.ndarray] | None = None
 
 
 def dsb2018_entries(root: Path) -> list[Entry]:
@@ -143,9 +147,66 @@ def folder_entries(root: Path) -> list[Entry]:
     return entries
 
 
+# Of the NuInsSeg copy in YOLO layout, the splits trained on; its `test` split stays out, to measure H&E tissue.
+NUINSSEG_TRAINING_SPLITS = ("train", "val")
+
+
+def yolo_polygon_labels(text: str, shape: tuple[int, int]) -> np.ndarray:
+    """A YOLO segmentation label file (one object a line: class, then x y pairs as fractions of the width and
+    height) drawn as a label image; where polygons overlap, the later one wins, as in the DSB2018 conversion."""
+    from skimage.draw import polygon
+
+    height, width = shape
+    labels = np.zeros(shape, np.uint16)
+    n = 0
+    for line in text.splitlines():
+        values = line.split()
+        if len(values) < 7:  # class + at least three points
+            continue
+        xy = np.asarray(values[1:], dtype=np.float64)
+        if len(xy) % 2:
+            raise ValueError(f"odd number of polygon coordinates in {line[:40]!r}...")
+        rows, cols = polygon(xy[1::2] * height, xy[0::2] * width, shape)
+        if len(rows):
+            n += 1
+            labels[rows, cols] = n
+    return labels
+
+
+def nuinsseg_yolo_entries(root: Path) -> list[Entry]:
+    """NuInsSeg (H&E tissue, 31 human and mouse organs, 512x512 at 40x) as published in YOLO segmentation layout:
+    ROOT[/datasets]/{train,val,test}/{images/*.png,labels/*.txt}. The train and val splits only."""
+    root = Path(root)
+    if (root / "datasets").is_dir():
+        root = root / "datasets"
+    if not all((root / split / "images").is_dir() for split in NUINSSEG_TRAINING_SPLITS):
+        raise ValueError(f"{root}: expected train/ and val/ folders of images/ and labels/ (YOLO layout)")
+    entries = []
+    for split in NUINSSEG_TRAINING_SPLITS:
+        for image in sorted((root / split / "images").glob("*.png")):
+            label_file = root / split / "labels" / f"{image.stem}.txt"
+            if not label_file.exists():
+                raise FileNotFoundError(f"{image.stem}: no label file {label_file}")
+            entries.append(Entry(image.stem, image, None, "stained-tissue",
+                                 make_labels=lambda shape, f=label_file: yolo_polygon_labels(f.read_text(), shape)))
+    return entries
+
+
+def iter_nuinsseg_yolo(root: Path, split: str = "test", limit: int = 0) -> Iterator[LabelledImage]:
+    """A split of the NuInsSeg YOLO copy as labelled images; `kind` is the organ (human_liver, mouse_heart, ...)."""
+    root = Path(root)
+    if (root / "datasets").is_dir():
+        root = root / "datasets"
+    for image_path in sorted((root / split / "images").glob("*.png"))[: limit or None]:
+        image = read_image(image_path)
+        labels = yolo_polygon_labels((root / split / "labels" / f"{image_path.stem}.txt").read_text(), image.shape[:2])
+        yield LabelledImage(image_path.stem, image, labels, image_path.stem.rsplit("_", 1)[0])
+
+
 CONVERTERS: dict[str, Callable[[Path], list[Entry]]] = {
     "dsb2018": dsb2018_entries,
     "kromp": kromp_entries,
+    "nuinsseg-yolo": nuinsseg_yolo_entries,
     "folder": folder_entries,
 }
 
@@ -195,7 +256,11 @@ def build_training_set(sources: list[tuple[str, Path]], out: Path, progress=None
     rows, by_source, by_kind, nuclei = [], {}, {}, 0
     for i, (source, entry) in enumerate(planned, start=1):
         image = _write_png_or_copy(entry.image, out / "images" / f"{entry.name}.png", read_image, labels=False)
-        labels = _write_png_or_copy(entry.labels, out / "labels" / f"{entry.name}.png", read_labels, labels=True)
+        if entry.labels is None:
+            labels = entry.make_labels(image.shape[:2])
+            Image.fromarray(labels).save(out / "labels" / f"{entry.name}.png")
+        else:
+            labels = _write_png_or_copy(entry.labels, out / "labels" / f"{entry.name}.png", read_labels, labels=True)
         if image.shape[:2] != labels.shape:
             raise ValueError(f"{entry.name}: image {image.shape[:2]} and labels {labels.shape} differ in size")
         count = len(np.unique(labels[labels > 0]))

@@ -151,3 +151,37 @@ def test_kromp_split_and_classes_come_from_its_description():
     assert all(im.test_class == "-" for im in images if im.split == "train")
     first = next(iter_kromp(real, "test", limit=1))
     assert first.kind == next(im.test_class for im in images if im.split == "test")
+
+
+def test_yolo_polygons_become_instance_labels():
+    from shared.sources import yolo_polygon_labels
+
+    text = "0 0.1 0.1 0.4 0.1 0.4 0.4 0.1 0.4\n0 0.5 0.5 0.9 0.5 0.9 0.9\n0 0.2 0.2\n"  # square, triangle, too short
+    labels = yolo_polygon_labels(text, (20, 40))
+    assert labels.shape == (20, 40) and labels.dtype == np.uint16
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert labels[5, 10] == 1 and labels[17, 34] == 2 and labels[0, 0] == 0  # y from the height, x from the width
+    with pytest.raises(ValueError, match="odd number"):
+        yolo_polygon_labels("0 0.1 0.1 0.2 0.2 0.3 0.3 0.4", (10, 10))
+
+
+def test_build_takes_nuinsseg_train_and_val_but_not_test(tmp_path):
+    root = tmp_path / "nuinsseg" / "datasets"
+    for split, names in (("train", ["human_liver_1", "mouse_heart_2"]), ("val", ["human_liver_3"]),
+                         ("test", ["human_liver_4"])):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir()
+        for name in names:
+            Image.fromarray(np.full((32, 48, 3), 220, np.uint8)).save(root / split / "images" / f"{name}.png")
+            (root / split / "labels" / f"{name}.txt").write_text(
+                "0 0.1 0.1 0.3 0.1 0.3 0.4 0.1 0.4\n0 0.6 0.6 0.9 0.6 0.9 0.9 0.6 0.9\n")
+    out = tmp_path / "built"
+    result = CliRunner().invoke(main, ["dataset", "build", "--source", f"nuinsseg-yolo={root.parent}",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = read_index(out)
+    assert set(rows) == {"human_liver_1", "mouse_heart_2", "human_liver_3"}
+    assert {(r["source"], r["kind"], r["nuclei"], r["width"]) for r in rows.values()} == {
+        ("nuinsseg-yolo", "stained-tissue", "2", "48")}
+    labels = np.asarray(Image.open(out / "labels" / "human_liver_1.png"))
+    assert labels.shape == (32, 48) and labels.max() == 2
