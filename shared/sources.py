@@ -3,10 +3,10 @@ H&E tissue (as published in YOLO polygon layout), and rebuilding one multi-sourc
 they sit in (docs/DATA_CARD.md).
 
 The built set has the common layout (shared.datasets): OUT/images/<name>.png, OUT/labels/<name>.png and an
-OUT/index.csv naming each image's `source` and `kind`, plus the `foreground`/`background` colour hints the
+OUT/index.csv naming each image's `source`, `kind` and `split`, plus the `foreground`/`background` colour hints the
 DSB2018 loader reads, so `nucleus train --data OUT` and shared.datasets see each image's type.
-Only training images go in: the DSB2018 fixed validation split, the Kromp test split and the NuInsSeg copy's test
-split are left out.
+The DSB2018 fixed validation split goes in marked `validation` (by its names `nucleus train` leaves it out of
+training and validates on it, as today); the Kromp test split and the NuInsSeg copy's test split never go in.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ HINTS_BY_KIND = {
     "stained": ("purple", "white"),
     "brightfield": ("black", "white"),
 }
-INDEX_COLUMNS = ("image_id", "source", "kind", "width", "height", "nuclei", "foreground", "background")
+INDEX_COLUMNS = ("image_id", "source", "kind", "split", "width", "height", "nuclei", "foreground", "background")
 
 
 def default_kromp_dir() -> Path:
@@ -101,20 +101,24 @@ class Entry:
     labels: Path | None
     kind: str
     make_labels: Callable[[tuple[int, int]], np.ndarray] | None = None
+    split: str = "train"  # or "validation": DSB2018's fixed split, which `nucleus train` validates on
 
 
 def dsb2018_entries(root: Path) -> list[Entry]:
-    """The DSB2018 stage-1 training images less the fixed validation split (pairs layout, with index.csv hints)."""
+    """The DSB2018 stage-1 training images (pairs layout, with index.csv hints), the fixed validation split marked
+    as such: `nucleus train` never trains on it and validates on it, as on the DSB2018 folder itself."""
     root = Path(root)
     if not (root / "images").is_dir():
         raise ValueError(f"{root}: expected images/ and labels/ (the converted DSB2018 set)")
     hints = kind_hints(root)
+    training = set(training_names(root))
     entries = []
-    for name in training_names(root):
+    for name in list_names(root):
         image, labels = find_image(root / "images", name), find_image(root / "labels", name)
         if image is None or labels is None:
             raise FileNotFoundError(f"{name}: image or label image missing under {root}")
-        entries.append(Entry(name, image, labels, hints.get(name) or "other"))
+        entries.append(Entry(name, image, labels, hints.get(name) or "other",
+                             split="train" if name in training else "validation"))
     return entries
 
 
@@ -216,7 +220,8 @@ class BuildReport:
     images: int
     nuclei: int
     by_source: dict[str, int]
-    by_kind: dict[str, int]
+    by_kind: dict[str, int]  # training images only
+    validation: int
 
 
 def _write_png_or_copy(src: Path, dst: Path, read: Callable[[Path], np.ndarray], labels: bool) -> np.ndarray:
@@ -265,10 +270,12 @@ def build_training_set(sources: list[tuple[str, Path]], out: Path, progress=None
             raise ValueError(f"{entry.name}: image {image.shape[:2]} and labels {labels.shape} differ in size")
         count = len(np.unique(labels[labels > 0]))
         foreground, background = HINTS_BY_KIND.get(entry.kind, ("", ""))
-        rows.append({"image_id": entry.name, "source": source, "kind": entry.kind, "width": labels.shape[1],
+        rows.append({"image_id": entry.name, "source": source, "kind": entry.kind, "split": entry.split,
+                     "width": labels.shape[1],
                      "height": labels.shape[0], "nuclei": count, "foreground": foreground, "background": background})
         by_source[source] = by_source.get(source, 0) + 1
-        by_kind[entry.kind] = by_kind.get(entry.kind, 0) + 1
+        if entry.split == "train":
+            by_kind[entry.kind] = by_kind.get(entry.kind, 0) + 1
         nuclei += count
         if progress:
             progress(i, len(planned))
@@ -276,4 +283,4 @@ def build_training_set(sources: list[tuple[str, Path]], out: Path, progress=None
         writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return BuildReport(len(rows), nuclei, by_source, by_kind)
+    return BuildReport(len(rows), nuclei, by_source, by_kind, sum(r["split"] == "validation" for r in rows))

@@ -1,6 +1,7 @@
-"""`nucleus dataset build` writes one training set from several source folders: DSB2018 less its fixed validation
-split, the Kromp set's train split only (its test split is for measuring), plain images/ + labels/ folders; one
-index.csv row per image with its source and kind."""
+"""`nucleus dataset build` writes one training set from several source folders: DSB2018 with its fixed validation
+split marked (trained on never, validated on), the Kromp set's train split only (its test split is for measuring),
+NuInsSeg's YOLO copy less its test split, plain images/ + labels/ folders; one index.csv row per image with its
+source, kind and split."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nucleus.cli import main
-from shared.datasets import default_data_root, iter_labelled, validation_names
+from shared.datasets import default_data_root, iter_labelled, training_names, validation_names
 from shared.sources import KROMP_DIRNAME, iter_kromp, kromp_images
 
 DESCRIPTION_HEADER = ("Image_Name;Diagnosis;Preparation;Train-/Testset split;Testset class;Magnification;Modality;"
@@ -65,9 +66,11 @@ def test_build_from_fake_sources_keeps_training_images_only(fake_sources, tmp_pa
     result = CliRunner().invoke(main, ["dataset", "build", "--source", f"dsb2018={dsb}", "--source", f"kromp={kromp}",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "4 images, 8 nuclei" in result.output
+    assert "5 images (1 of them the DSB2018 validation split), 9 nuclei" in result.output
     rows = read_index(out)
-    assert set(rows) == {"fluo_a", "tissue_b", "Tissue_0", "Tissue_1"}  # no validation, no Kromp test image
+    assert set(rows) == {"fluo_a", "tissue_b", held_out, "Tissue_0", "Tissue_1"}  # no Kromp test image
+    assert rows[held_out]["split"] == "validation" and rows["fluo_a"]["split"] == rows["Tissue_0"]["split"] == "train"
+    assert set(training_names(out)) == {"fluo_a", "tissue_b", "Tissue_0", "Tissue_1"}  # what nucleus train trains on
     assert (rows["fluo_a"]["source"], rows["fluo_a"]["kind"], rows["fluo_a"]["nuclei"]) == ("dsb2018", "fluorescence", "2")
     assert (rows["tissue_b"]["kind"], rows["tissue_b"]["nuclei"]) == ("stained-tissue", "3")
     assert (rows["Tissue_1"]["source"], rows["Tissue_1"]["kind"], rows["Tissue_1"]["width"]) == ("kromp", "fluorescence", "32")
@@ -134,7 +137,8 @@ def test_build_from_real_files(real_kromp_subset, tmp_path):
     assert result.exit_code == 0, result.output
     rows = read_index(out)
     train = [im.name for im in chosen if im.split == "train"]
-    assert set(rows) == set(names[1:]) | set(train)
+    assert set(rows) == set(names) | set(train)
+    assert [n for n in rows if rows[n]["split"] == "validation"] == [names[0]]
     for name in train:
         labels = np.asarray(Image.open(kromp / "labels" / f"{name}.png"))
         assert int(rows[name]["nuclei"]) == len(np.unique(labels[labels > 0]))

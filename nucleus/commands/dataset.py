@@ -61,10 +61,11 @@ def list_(data_dir):
 
 @dataset.command(name="build")
 @click.option("--source", "sources", multiple=True, required=True, metavar="KIND=DIR",
-              help="A source folder and its converter: dsb2018=DIR (less the fixed validation split), kromp=DIR "
-                   "(its train split only), folder=DIR (images/ + labels/, all training images). Repeat for several.")
+              help="A source folder and its converter: dsb2018=DIR (its fixed validation split marked, to validate on), "
+                   "kromp=DIR (its train split only), nuinsseg-yolo=DIR (train and val splits), folder=DIR "
+                   "(images/ + labels/, all training images). Repeat for several.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="A new (or empty) folder for images/, labels/ and index.csv (with each image's source and kind).")
+              help="A new (or empty) folder for images/, labels/ and index.csv (each image's source, kind and split).")
 def build(sources, out):
     """Rebuild the multi-source training set from the folders named (docs/DATA_CARD.md lists the sources)."""
     from shared.sources import CONVERTERS, build_training_set
@@ -83,6 +84,6 @@ def build(sources, out):
                                     click.echo(f"{done}/{total}", err=True))
     except (ValueError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{out}: {report.images} images, {report.nuclei} nuclei; by source "
-               + ", ".join(f"{k} {v}" for k, v in report.by_source.items()) + "; by kind "
-               + ", ".join(f"{k} {v}" for k, v in sorted(report.by_kind.items())))
+    click.echo(f"{out}: {report.images} images ({report.validation} of them the DSB2018 validation split), "
+               f"{report.nuclei} nuclei; by source " + ", ".join(f"{k} {v}" for k, v in report.by_source.items())
+               + "; training images by kind " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_kind.items())))
