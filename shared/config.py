@@ -79,17 +79,16 @@ class Settings(BaseSettings):
     weights_path: Path | None = None  # default: the shipped weights inside the package
 
     # Training service: fine-tunes the active model on base data + user labels.
-    # Fine-tuning defaults measured with bench/adaptation.py (bench/README.md): a run on ~10 corrected images of a
-    # new source finishes within 10 minutes on 2 CPU cores.
-    training_steps_per_epoch: int = 100
+    # Fine-tuning defaults chosen with bench/adaptation.py (its section in bench/README.md gives the measurements).
+    training_steps_per_epoch: int = 50
     training_crop: int = 224
-    training_batch: int = 4
-    training_lr: float = 1e-3
+    training_batch: int = 8
+    training_lr: float = 5e-4
     training_base_dir: Path | None = None  # labelled base set; default: ../shared/data/dsb2018-stage1-train if present
     training_base_limit: int = 0  # 0: every base image
     training_validation_limit: int = 0  # 0: the whole fixed validation split
-    training_user_share: float = 0.8  # share of training samples drawn from user labels
-    training_freeze: str = "encoder"  # one of shared.training.FREEZE_CHOICES: "none" | "encoder"
+    training_user_share: float = 0.5  # share of training samples drawn from user labels
+    training_freeze: str = "none"  # one of shared.training.FREEZE_CHOICES: "none" | "encoder"
     # Without training_base_dir or ../shared/data, the base set `nucleus dataset import` stored in the object
     # store under this name, copied once into training_cache_dir (default: <data_dir>/cache/datasets).
     training_base_set: str = "base"
