@@ -11,29 +11,40 @@ from __future__ import annotations
 import math
 import random
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.color import hed2rgb, rgb2hed
+from skimage.color import hed_from_rgb, rgb_from_hed
 
 # Kinds whose crops are already stained (dark nuclei on a bright background), as shared.datasets names them.
 STAINED_KINDS = ("stained", "stained-tissue", "brightfield")
 
 
-def _to_rgb(x: torch.Tensor) -> np.ndarray:
-    return x.clamp(0.0, 1.0).permute(1, 2, 0).numpy().astype(np.float64)
+# skimage.color's colour deconvolution (Ruifrok & Johnston's H&E-DAB vectors), applied in float32 on the crop:
+# skimage.color.rgb2hed / hed2rgb compute the same in float64 several times slower.
+_LOG_FLOOR = math.log(1e-6)
+_HED_FROM_RGB = torch.tensor(hed_from_rgb, dtype=torch.float32)
+_RGB_FROM_HED = torch.tensor(rgb_from_hed, dtype=torch.float32)
 
 
-def _from_rgb(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.clip(rgb, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32))
+def rgb_to_hed(x: torch.Tensor) -> torch.Tensor:
+    """3xHxW RGB in 0..1 → 3xHxW haematoxylin, eosin, DAB concentrations (as skimage.color.rgb2hed)."""
+    optical_density = torch.log(x.clamp(1e-6, 1.0)) / _LOG_FLOOR
+    return torch.einsum("chw,cd->dhw", optical_density, _HED_FROM_RGB).clamp(min=0.0)
+
+
+def hed_to_rgb(hed: torch.Tensor) -> torch.Tensor:
+    """The inverse of rgb_to_hed (as skimage.color.hed2rgb)."""
+    log_rgb = torch.einsum("chw,cd->dhw", hed.clamp(min=0.0) * -_LOG_FLOOR, -_RGB_FROM_HED)
+    return torch.exp(log_rgb).clamp(0.0, 1.0)
 
 
 def hed_jitter(x: torch.Tensor, scale: tuple[float, float, float], shift: tuple[float, float, float]) -> torch.Tensor:
-    """Stain variation: each of the haematoxylin, eosin and DAB concentrations (skimage's colour deconvolution)
-    is multiplied by 1 + scale[i] and moved by shift[i], as a lab's stain strength and a scanner's colour do."""
-    hed = rgb2hed(_to_rgb(x))
-    hed = hed * (1.0 + np.asarray(scale)) + np.asarray(shift) * (hed.max(axis=(0, 1)) - hed.min(axis=(0, 1)) + 1e-3)
-    return _from_rgb(hed2rgb(hed))
+    """Stain variation: each of the haematoxylin, eosin and DAB concentrations (colour deconvolution) is multiplied
+    by 1 + scale[i] and moved by shift[i] of its range, as a lab's stain strength and a scanner's colour do."""
+    hed = rgb_to_hed(x)
+    spread = hed.amax(dim=(1, 2)) - hed.amin(dim=(1, 2)) + 1e-3
+    hed = hed * (1.0 + torch.tensor(scale))[:, None, None] + (torch.tensor(shift) * spread)[:, None, None]
+    return hed_to_rgb(hed)
 
 
 def fluorescence_to_stained(x: torch.Tensor, haematoxylin: float, eosin: float) -> torch.Tensor:
@@ -42,11 +53,9 @@ def fluorescence_to_stained(x: torch.Tensor, haematoxylin: float, eosin: float) 
     images teach the look of stained slides. `haematoxylin` (at the brightest signal) and `eosin` are
     concentrations in skimage's units: 0.05 to 0.15 haematoxylin gives pale to deep purple nuclei, 0.01 to 0.03
     eosin a pink background."""
-    signal = x.clamp(0.0, 1.0).mean(0).numpy().astype(np.float64)
-    hed = np.zeros(signal.shape + (3,))
-    hed[..., 0] = signal * haematoxylin
-    hed[..., 1] = eosin
-    return _from_rgb(hed2rgb(hed))
+    signal = x.clamp(0.0, 1.0).mean(0)
+    hed = torch.stack([signal * haematoxylin, torch.full_like(signal, eosin), torch.zeros_like(signal)])
+    return hed_to_rgb(hed)
 
 
 def low_magnification(x: torch.Tensor, factor: float) -> torch.Tensor:
@@ -59,11 +68,11 @@ def low_magnification(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def low_signal(x: torch.Tensor, photons: float, read_noise: float, generator: torch.Generator) -> torch.Tensor:
-    """Low signal-to-noise: shot noise as if the brightest pixel had caught `photons` photons, plus Gaussian
-    camera read noise of `read_noise` (in units of the 0..1 range). The mean stays where it was."""
-    signal = x.clamp(min=0.0) * photons
-    noisy = torch.poisson(signal, generator=generator) / photons
-    return noisy + x.clamp(max=0.0) + torch.randn(x.shape, generator=generator) * read_noise
+    """Low signal-to-noise: shot noise as if the brightest pixel had caught `photons` photons (Poisson, in its
+    Gaussian form: from 8 photons on the two differ little), plus Gaussian camera read noise of `read_noise` (in
+    units of the 0..1 range). The mean stays where it was."""
+    shot = torch.sqrt(x.clamp(min=0.0) / photons)
+    return x + torch.randn(x.shape, generator=generator) * shot + torch.randn(x.shape, generator=generator) * read_noise
 
 
 def uneven_background(x: torch.Tensor, gradient: tuple[float, float], vignette: float, offset: float) -> torch.Tensor:

@@ -59,6 +59,16 @@ def test_hed_jitter_changes_the_stain_but_nuclei_stay_darker_than_background():
     assert torch.allclose(identity, x, atol=2e-3)
 
 
+def test_colour_deconvolution_matches_skimage():
+    from skimage.color import rgb2hed
+
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
+    hed = aug.rgb_to_hed(x)
+    assert np.allclose(hed.permute(1, 2, 0).numpy(), rgb2hed(x.permute(1, 2, 0).numpy().astype(np.float64)), atol=1e-5)
+    stains = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(4)) * 0.1  # colours a stain can make
+    assert torch.allclose(aug.rgb_to_hed(aug.hed_to_rgb(stains)), stains, atol=1e-4)
+
+
 def test_fluorescence_rendered_as_stained_has_dark_purple_nuclei_on_a_light_background():
     x, labels = fluorescence_crop()
     out = aug.fluorescence_to_stained(x, haematoxylin=0.1, eosin=0.02)
