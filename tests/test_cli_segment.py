@@ -69,6 +69,19 @@ def test_a_folder_with_every_format_and_the_overlay(tree, tmp_path):
             assert png.size == (96, 96)
 
 
+def test_summary_names_that_look_like_formulas_stay_text(tmp_path):
+    folder = tmp_path / "plate"
+    folder.mkdir()
+    tifffile.imwrite(folder / "=1+2.tif", _nuclei_image(0))
+    tifffile.imwrite(folder / "@SUM.tif", _nuclei_image(1))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["segment", str(folder), "--out", str(out), "--diameter", "16"])
+    assert result.exit_code == 0, result.output
+    summary = _rows(out / "summary.csv")
+    assert sorted(r["image"] for r in summary) == ["'=1+2", "'@SUM"]
+    assert all(r["path"].startswith(str(folder)) for r in summary)  # a path cell not beginning a formula: as is
+
+
 def test_recursive_finds_subfolders_and_skips_its_own_output_folder(tree):
     out = tree / "results"  # inside the searched folder: a rerun must not segment its outputs
     for _ in range(2):

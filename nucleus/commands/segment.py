@@ -183,10 +183,12 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
 
 
 def _write_summary(out: Path, rows: list[dict]) -> None:
+    from shared.spreadsheet import inert
+
     with (out / "summary.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: inert(value) for key, value in row.items()} for row in rows)
 
 
 def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], leading: dict,
