@@ -12,7 +12,7 @@ import re
 import zipfile
 from typing import Iterator
 
-from flask import Response, current_app, stream_with_context
+from flask import Response, current_app
 from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
@@ -31,7 +31,6 @@ CONVERTED = {name: fmt for fmt, (name, _media) in LABEL_FORMATS.items() if name 
 ARTIFACTS = (*STORED, *CONVERTED)
 # result link name -> file, beside the contract's labels, overlay and nuclei_csv
 CONVERTED_LINKS = {"roiset": "RoiSet.zip", "geojson": "nuclei.geojson", "ome_tiff": "labels.ome.tif"}
-ARCHIVE_BATCH = 200
 
 
 def finished_result(session: Session, image: Image) -> Result:
@@ -126,7 +125,7 @@ def _unique_stem(filename: str, image_id: str, taken: set[str]) -> str:
 def experiment_archive(session: Session, experiment: Experiment, filters: ResultFilters) -> Response:
     """A zip of the experiment's (filtered) results: results.csv and nuclei.csv, and per image its label TIFF,
     overlay PNG and nuclei table; a file missing from the object store is listed in MISSING.txt."""
-    from services.api.exports import nuclei_export, results_export
+    from services.api.exports import nuclei_export, results_export, streamed_rows
 
     store = current_app.extensions["nucleus_store"]
     folder = _archive_name(experiment.name)
@@ -135,7 +134,19 @@ def experiment_archive(session: Session, experiment: Experiment, filters: Result
     tables = {"results.csv": results_export(session, experiment, filters, "csv"),
               "nuclei.csv": nuclei_export(session, experiment, filters, "csv")}
 
+    images = streamed_rows(session, query)
+
     def members() -> Iterator[bytes]:
+        # each table and the image list read through connections of their own, returned when the
+        # archive ends or is closed (exports.streamed_rows)
+        try:
+            yield from _zipped(tables, images)
+        finally:
+            images.close()
+            for response in tables.values():
+                response.close()
+
+    def _zipped(tables, images) -> Iterator[bytes]:
         sink = _ZipSink()
         missing, taken = [], set()
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -144,8 +155,7 @@ def experiment_archive(session: Session, experiment: Experiment, filters: Result
                     for chunk in response.iter_encoded():
                         member.write(chunk)
                         yield sink.take()
-            rows = session.execute(query.execution_options(yield_per=ARCHIVE_BATCH))
-            for image_id, filename, labels_key, overlay_key, nuclei_key in rows:
+            for image_id, filename, labels_key, overlay_key, nuclei_key in (row for batch in images for row in batch):
                 stem = _unique_stem(filename, image_id, taken)
                 for key, path, compress in ((labels_key, f"labels/{stem}_labels.tif", zipfile.ZIP_STORED),
                                             (overlay_key, f"overlays/{stem}_overlay.png", zipfile.ZIP_STORED),
@@ -161,6 +171,6 @@ def experiment_archive(session: Session, experiment: Experiment, filters: Result
                 archive.writestr(f"{folder}/MISSING.txt", "Missing from the object store:\n" + "\n".join(missing) + "\n")
         yield sink.take()
 
-    return Response(stream_with_context(members()), mimetype="application/zip",
+    return Response(members(), mimetype="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{folder}.zip"',
                              "Cache-Control": "private, no-store"})

@@ -11,6 +11,10 @@ Memory stays flat whatever the experiment's size: rows come from the database in
 cursor on PostgreSQL), CSV streams as it is written, and Parquet is written in row groups to a
 temporary file (on disk beyond a few megabytes) that is then streamed. Text cells of a CSV never start
 a spreadsheet formula (shared.spreadsheet).
+
+A streamed table reads through a connection of its own, opened when the first batch is wanted and closed
+when the stream ends or is closed (the WSGI server closes it, also when a client stops reading): the
+request's session is closed at teardown, before the body is sent, so it cannot serve the stream.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ import csv
 import io
 import json
 import tempfile
+from contextlib import closing
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
-from flask import Response, stream_with_context
+from flask import Response
 from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
@@ -65,7 +70,7 @@ def metadata_keys(session: Session, experiment: Experiment, filters: ResultFilte
     back each distinct metadata text once."""
     query = experiment_query([cast(Image.extra, Text)], experiment, filters).distinct()
     keys: set[str] = set()
-    for batch in _stream(session, query):
+    for batch in _stream(session.connection(), query):
         keys.update(key for (text,) in batch if text for key in json.loads(text))
     return sorted(keys)
 
@@ -114,12 +119,24 @@ def _measure_columns(names: list[str], taken: list[str]) -> list[tuple[str, str]
     return [(name, f"measure_{name}" if name in taken else name) for name in names]
 
 
-def _stream(session: Session, query) -> Iterator[list]:
+def _stream(connection, query) -> Iterator[list]:
     """The rows of `query` in lists of STREAM_BATCH, read through a server-side cursor where the
     database has one (Core rows: the ORM's per-row work is not needed for plain columns)."""
-    result = session.connection().execute(query.execution_options(yield_per=STREAM_BATCH))
+    result = connection.execute(query.execution_options(yield_per=STREAM_BATCH))
     for batch in result.partitions():
         yield batch
+
+
+def streamed_rows(session: Session, query) -> Iterator[list]:
+    """`_stream` on a connection of its own from the session's engine, for a body sent after the request:
+    opened on the first batch, returned to the pool when the rows end or the generator is closed."""
+    engine = session.get_bind()
+
+    def rows() -> Iterator[list]:
+        with engine.connect() as connection, closing(_stream(connection, query)) as batches:
+            yield from batches
+
+    return rows()
 
 
 def _attachment(experiment: Experiment, table: str, fmt: str) -> dict:
@@ -145,7 +162,7 @@ def _respond(experiment: Experiment, table: str, fmt: str, columns: list[str], t
     columns, types = _column_style(columns, types)
     if fmt == "parquet":
         return parquet_response(columns, types, batches, headers)
-    return Response(stream_with_context(csv_lines(columns, types, batches)), mimetype=FORMATS[fmt], headers=headers)
+    return Response(csv_lines(columns, types, batches), mimetype=FORMATS[fmt], headers=headers)
 
 
 # --- the per-image table -----------------------------------------------------------------------------------------
@@ -155,8 +172,14 @@ def _result_batches(session: Session, experiment: Experiment, filters: ResultFil
     query = (experiment_query([*RESULT_SOURCES, cast(Image.extra, Text)], experiment, filters)
              .order_by(*filters.order()))
     metadata = _Metadata(extras)
-    for batch in _stream(session, query):
-        yield [[*row, *metadata(extra)] for *row, extra in batch]
+    rows = streamed_rows(session, query)
+
+    def batches() -> Iterator[list[list]]:
+        with closing(rows):
+            for batch in rows:
+                yield [[*row, *metadata(extra)] for *row, extra in batch]
+
+    return batches()
 
 
 def results_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
@@ -179,8 +202,14 @@ def _nucleus_batches(session: Session, experiment: Experiment, filters: ResultFi
              .order_by(Image.created, Image.id, Nucleus.result_id, Nucleus.label))
     fixed = len(IMAGE_SOURCES) + len(NUCLEUS_COLUMNS)
     metadata = _Metadata(extras)
-    for batch in _stream(session, query):
-        yield [[*row[:fixed], *metadata(extra), *row[fixed:]] for *row, extra in batch]
+    rows = streamed_rows(session, query)
+
+    def batches() -> Iterator[list[list]]:
+        with closing(rows):
+            for batch in rows:
+                yield [[*row[:fixed], *metadata(extra), *row[fixed:]] for *row, extra in batch]
+
+    return batches()
 
 
 def nuclei_export(session: Session, experiment: Experiment, filters: ResultFilters, fmt: str) -> Response:
@@ -216,15 +245,19 @@ def csv_lines(columns: list[str], types: dict[str, str], batches: Iterable[list[
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([inert(c) for c in columns])
-    yield buffer.getvalue()
-    for batch in batches:
-        buffer.seek(0)
-        buffer.truncate()
-        for row in batch:
-            for i, function in convert:
-                row[i] = function(row[i])
-        writer.writerows(batch)
+    try:
         yield buffer.getvalue()
+        for batch in batches:
+            buffer.seek(0)
+            buffer.truncate()
+            for row in batch:
+                for i, function in convert:
+                    row[i] = function(row[i])
+            writer.writerows(batch)
+            yield buffer.getvalue()
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()  # the rows' connection goes back to the pool now, not when the generator is collected
 
 
 def _arrow_type(name: str):
@@ -267,6 +300,8 @@ def parquet_response(columns: list[str], types: dict[str, str], batches: Iterabl
         spool.seek(0)
     except BaseException:
         spool.close()
+        if hasattr(batches, "close"):
+            batches.close()
         raise
 
     def chunks() -> Iterator[bytes]:
