@@ -50,9 +50,10 @@ def main() -> int:
     parser.add_argument("--compare-views", type=int, nargs="*", default=[2, 8], choices=VIEWS,
                         help="also score the model with these numbers of views")
     parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N validation images (and Kromp test images)")
+    parser.add_argument("--limit", type=int, default=0,
+                        help="only the first N validation images (and of each test split)")
     parser.add_argument("--kromp", default=None,
-                        help="Kromp S-BSST265 folder (default ../shared/data/kromp-sbsst265); 'none' to skip its test split")
+                        help="Kromp S-BSST265 folder (default ../shared/data/kromp-sbsst265); 'none': skip it")
     parser.add_argument("--nuinsseg", default=None,
                         help="NuInsSeg in YOLO layout (docs/DATA_CARD.md): also score its test split, H&E tissue")
     parser.add_argument("--threads", type=int, default=0)
@@ -128,7 +129,8 @@ def main() -> int:
 def side_by_side(groups: dict[str, dict[str, dict]], methods: dict[str, str]) -> str:
     """{group: {method: metrics}} → one row per group, the chosen metrics of each method (by its short label) in
     adjacent columns."""
-    header = ["split, image type or test class", "images"] + [f"{label} {title}" for _, title, _ in SIDE_BY_SIDE for label in methods]
+    header = ["split, image type or test class", "images"]
+    header += [f"{label} {title}" for _, title, _ in SIDE_BY_SIDE for label in methods]
     lines = [header]
     for group, by_method in groups.items():
         any_metrics = next(iter(by_method.values()))

@@ -71,9 +71,11 @@ def test_build_from_fake_sources_keeps_training_images_only(fake_sources, tmp_pa
     assert set(rows) == {"fluo_a", "tissue_b", held_out, "Tissue_0", "Tissue_1"}  # no Kromp test image
     assert rows[held_out]["split"] == "validation" and rows["fluo_a"]["split"] == rows["Tissue_0"]["split"] == "train"
     assert set(training_names(out)) == {"fluo_a", "tissue_b", "Tissue_0", "Tissue_1"}  # what nucleus train trains on
-    assert (rows["fluo_a"]["source"], rows["fluo_a"]["kind"], rows["fluo_a"]["nuclei"]) == ("dsb2018", "fluorescence", "2")
+    row = rows["fluo_a"]
+    assert (row["source"], row["kind"], row["nuclei"]) == ("dsb2018", "fluorescence", "2")
     assert (rows["tissue_b"]["kind"], rows["tissue_b"]["nuclei"]) == ("stained-tissue", "3")
-    assert (rows["Tissue_1"]["source"], rows["Tissue_1"]["kind"], rows["Tissue_1"]["width"]) == ("kromp", "fluorescence", "32")
+    row = rows["Tissue_1"]
+    assert (row["source"], row["kind"], row["width"]) == ("kromp", "fluorescence", "32")
     assert sorted(p.stem for p in (out / "images").iterdir()) == sorted(rows)
     # The built set reads back through the ordinary loader with the same types.
     loaded = {item.name: item for item in iter_labelled(out)}

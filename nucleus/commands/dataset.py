@@ -61,9 +61,9 @@ def list_(data_dir):
 
 @dataset.command(name="build")
 @click.option("--source", "sources", multiple=True, required=True, metavar="KIND=DIR",
-              help="A source folder and its converter: dsb2018=DIR (its fixed validation split marked, to validate on), "
-                   "kromp=DIR (its train split only), nuinsseg-yolo=DIR (train and val splits), folder=DIR "
-                   "(images/ + labels/, all training images). Repeat for several.")
+              help="A source folder and its converter: dsb2018=DIR (its fixed validation split marked, to "
+                   "validate on), kromp=DIR (its train split only), nuinsseg-yolo=DIR (train and val splits), "
+                   "folder=DIR (images/ + labels/, all training images). Repeat for several.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="A new (or empty) folder for images/, labels/ and index.csv (each image's source, kind and split).")
 def build(sources, out):
