@@ -140,9 +140,8 @@ class Segmenter:
 
     def _remember(self, asked: tuple[str | None, str, str]) -> None:
         """Keep beside the cached graphs what segmenting needs besides them, so that a later process asking
-        the same (device, precision, runtime) segments from the cache without torch (shared.model.onnx_inference)."""
-        if self.diameter and self.size_model is not None and self._style_network is None:
-            self._style_network = self._compile(size.EncoderStyle(self.unet), kind="style", maps=False)
+        the same (device, precision, runtime) segments from the cache without torch (shared.model.onnx_inference)
+        once the graphs it needs are there too (the encoder's is exported when a size is first measured)."""
         onnx_inference.remember(self._graph_cache, self._weights_digest, asked, {
             "version": self.version, "stride": self.stride, "diameter": self.diameter,
             "size_model": self.size_model.to_dict() if self.size_model else None,
