@@ -9,7 +9,7 @@ import numpy as np
 from services.api.queries import ResultFilters
 from services.api.web import marker_plots
 from shared import jobs
-from shared.db.models import Experiment
+from shared.db.models import Experiment, Image
 from tests.support.api import nuclei_image
 from tests.test_web_pages import sign_in
 
@@ -17,7 +17,10 @@ EDU = {"dmso": [[100.0, 200.0, 900.0], [50.0]], "drug": [[1000.0, 1500.0, 300.0]
 
 
 def finish_with_markers(harness, job_id: str, edu: list[float]) -> None:
-    """A result whose nuclei carry per-channel measures, as the worker records them."""
+    """A result whose nuclei carry per-channel measures, as the worker records them for an image whose file
+    names its channels Hoechst and EdU (intake records the names)."""
+    with harness.session() as session:
+        session.get(Image, harness.image_of(job_id)).channel_names = ["Hoechst", "EdU"]
     columns = ["mean_intensity_hoechst", "mean_intensity_edu", "area_um2"]
     nuclei = [dict(label=i + 1, area=10.0, perimeter=8.0, centroid_x=3.0, centroid_y=3.0, equivalent_diameter=2.5,
                    eccentricity=0.5, solidity=1.0, mean_intensity=100.0, integrated_intensity=1000.0,

@@ -7,15 +7,18 @@ of at most SAMPLE_PER_CONDITION nuclei (reservoir sampling, seeded so a page sho
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass, field
 
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
-from services.api.queries import STREAM_BATCH, ResultFilters, experiment_query
+from services.api.queries import STREAM_BATCH, ResultFilters, apply_filters, experiment_query
 from shared.db.models import Experiment, Image, Nucleus, Result
+from shared.read_options import channel_columns
 
 MARKER_PREFIX = "mean_intensity_"
 SAMPLE_PER_CONDITION = 2000
@@ -30,11 +33,19 @@ class ConditionMarker:
 
 
 def marker_choices(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
-    """The channels whose mean intensity the (filtered) results measured, as their column suffixes."""
-    from services.api.exports import measure_columns
-
-    return [name[len(MARKER_PREFIX):] for name in measure_columns(session, experiment, filters)
-            if name.startswith(MARKER_PREFIX)]
+    """The channels of the (filtered) images, as the column suffixes their mean intensity is measured under
+    (the worker measures every channel of a file), in the order first seen. The channel lists come from the
+    images, each distinct list once, not from a scan of their results."""
+    listed = cast(Image.channel_names, Text)
+    columns = [listed, func.min(Image.created)]
+    if filters.reads_jobs:
+        query = experiment_query(columns, experiment, filters)
+    else:
+        query = apply_filters(select(*columns).where(Image.experiment_id == experiment.id), filters)
+    suffixes: dict[str, None] = {}
+    for text, _first in session.execute(query.group_by(listed).order_by(func.min(Image.created))):
+        suffixes.update(dict.fromkeys(channel_columns(json.loads(text)) if text else []))
+    return list(suffixes)
 
 
 def parse_threshold(text: str | None) -> float | None:
