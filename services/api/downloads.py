@@ -140,13 +140,13 @@ def experiment_archive(session: Session, experiment: Experiment, filters: Result
         # each table and the image list read through connections of their own, returned when the
         # archive ends or is closed (exports.streamed_rows)
         try:
-            yield from _zipped(tables, images)
+            yield from zipped()
         finally:
             images.close()
             for response in tables.values():
                 response.close()
 
-    def _zipped(tables, images) -> Iterator[bytes]:
+    def zipped() -> Iterator[bytes]:
         sink = _ZipSink()
         missing, taken = [], set()
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
