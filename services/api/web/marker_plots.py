@@ -33,9 +33,10 @@ class ConditionMarker:
 
 
 def marker_choices(session: Session, experiment: Experiment, filters: ResultFilters) -> list[str]:
-    """The channels of the (filtered) images, as the column suffixes their mean intensity is measured under
-    (the worker measures every channel of a file), in the order first seen. The channel lists come from the
-    images, each distinct list once, not from a scan of their results."""
+    """The channels whose mean intensity the (filtered) results measured, as column suffixes, in the order first
+    seen. The channel lists come from the images, each distinct list once; per list one result of an image
+    with it says which of its channels were measured (the worker measures the same columns for the same
+    channels), so no page view scans the experiment's results."""
     listed = cast(Image.channel_names, Text)
     columns = [listed, func.min(Image.created)]
     if filters.reads_jobs:
@@ -43,8 +44,12 @@ def marker_choices(session: Session, experiment: Experiment, filters: ResultFilt
     else:
         query = apply_filters(select(*columns).where(Image.experiment_id == experiment.id), filters)
     suffixes: dict[str, None] = {}
-    for text, _first in session.execute(query.group_by(listed).order_by(func.min(Image.created))):
-        suffixes.update(dict.fromkeys(channel_columns(json.loads(text)) if text else []))
+    for text, _first in session.execute(query.group_by(listed).order_by(func.min(Image.created))).all():
+        measured = session.scalar(experiment_query([Result.measure_columns], experiment, filters, with_result=True)
+                                  .where(listed == text).limit(1))
+        names = set(measured or ())
+        suffixes.update(dict.fromkeys(suffix for suffix in channel_columns(json.loads(text) if text else [])
+                                      if MARKER_PREFIX + suffix in names))
     return list(suffixes)
 
 
