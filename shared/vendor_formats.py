@@ -1,6 +1,6 @@
-"""Microscope vendors' files: Zeiss CZI and Leica LIF through bioio's reader plugins, Nikon ND2 through the nd2
-library and OME-Zarr folders through zarr (bioio-nd2 and bioio-ome-zarr need s3fs, whose botocore pin conflicts
-with the boto3 that moto brings to the tests). Each hands
+"""Microscope vendors' files: Zeiss CZI through bioio's reader plugin, Leica LIF through liffile, Nikon ND2 through
+the nd2 library and OME-Zarr folders through zarr (bioio-nd2 and bioio-ome-zarr need s3fs, whose botocore pin
+conflicts with the boto3 that moto brings to the tests; bioio-lif fails on LAS X lambda and XZ scans). Each hands
 shared.reading a Stack whose shape and type come from the metadata; pixels load only for the chosen time
 point, once that shape has passed the limits.
 """
@@ -42,7 +42,7 @@ def stack(source: bytes | Path, scene: str | int, max_pixels: int, filename: str
     else:
         path, cleanup = str(source), []
     try:
-        opened = _nd2(path, scene, max_pixels) if kind == "nd2" else _bioio(kind, path, scene, max_pixels)
+        opened = {"nd2": _nd2, "lif": _lif, "czi": _czi}[kind](path, scene, max_pixels)
     except BaseException:
         for step in cleanup:
             step()
@@ -59,11 +59,9 @@ def _chain(*steps):
     return run
 
 
-def _bioio(kind: str, path: str, scene: str | int, max_pixels: int) -> Stack:
-    if kind == "czi":
-        from bioio_czi import Reader
-    else:
-        from bioio_lif import Reader
+def _czi(path: str, scene: str | int, max_pixels: int) -> Stack:
+    from bioio_czi import Reader
+
     reader = Reader(path)
     scenes = list(reader.scenes)
     index = select_scene(scenes, scene)
@@ -85,9 +83,65 @@ def _bioio(kind: str, path: str, scene: str | int, max_pixels: int) -> Stack:
 
     if rgb:
         sizes["C"], names = 3, [None] * 3
-    return Stack(kind, sizes, reader.dtype, names, float(pixel_size) if pixel_size and pixel_size > 0 else None,
+    return Stack("czi", sizes, reader.dtype, names, float(pixel_size) if pixel_size and pixel_size > 0 else None,
                  scenes, index, load, rgb=rgb,
                  close=getattr(reader, "close", None))
+
+
+LIF_SPECTRAL = ("λ", "Λ")  # liffile's axes of a lambda scan: emission and excitation wavelengths
+
+
+def _lif(path: str, scene: str | int, max_pixels: int) -> Stack:
+    """A LIF image (scene) through liffile: one time point's frames are read; the wavelengths of a lambda scan
+    with no channel axis are its channels; an XZ scan stepped along Y is read as a Z stack of XY planes."""
+    import liffile
+
+    lif = liffile.LifFile(path)
+    try:
+        images = list(lif.images)
+        scenes = [image.path for image in images]
+        index = select_scene(scenes, scene)
+        image = images[index]
+        sizes = dict(image.sizes)
+        if "Y" not in sizes or "X" not in sizes:
+            raise ImageError(f"LIF scene {scenes[index]!r} has no XY plane (axes {' '.join(image.dims)}, an XZ or "
+                             f"line scan); the file's scenes are {', '.join(scenes)}", code="unsupported_format")
+        spectral = next((a for a in LIF_SPECTRAL if a in sizes), None) if "C" not in sizes else None
+        channel_axis = spectral or "C"
+        rgb = sizes.get("S", 1) in (3, 4) and image.dtype == np.uint8
+        plane = {a: sizes.get(channel_axis if a == "C" else a, 1) for a in "CZYXS"}
+        check_plane_bytes(plane, image.dtype, max_pixels)
+        if spectral:
+            names = [f"{spectral} {w * 1e9:.0f} nm" for w in image.coords[spectral]]
+        else:
+            names = [d.get("LUTName") or None for d in image.xml_element.iter("ChannelDescription")]
+        names = names if len(names) == plane["C"] else [None] * plane["C"]
+        x = image.coords.get("X")
+        pixel_size = _to_um(abs(x[1] - x[0]), "m") if x is not None and len(x) > 1 else None
+        frame_axes = set(image.frames.frame_sizes)
+    except BaseException:
+        lif.close()
+        raise
+    # any other axis (tiles of a mosaic, a rotation...) gives its first frame, as in a TIFF
+    fixed = {a: 0 for a in sizes if a not in "TZYXS" and a != channel_axis and a not in frame_axes}
+
+    def load(t: int, z: str | int) -> np.ndarray:
+        selection = {**fixed, **({"T": t} if "T" in sizes else {})}
+        frames = image.frames(**selection) if selection else image.frames
+        array, axes = frames.asarray(), list(frames.dims)
+        for a in (channel_axis, "Z"):
+            if a not in axes:
+                array, axes = array[np.newaxis], [a, *axes]
+        order = [channel_axis, "Z", "Y", "X"] + (["S"] if "S" in axes else [])
+        array = np.transpose(array, [axes.index(a) for a in order])
+        if rgb:
+            return reduce_z(array[0], z, axis=0)[..., :3]
+        return reduce_z(array, z, axis=1)
+
+    stack_sizes = {"T": sizes.get("T", 1), "C": 3 if rgb else plane["C"], "Z": sizes.get("Z", 1),
+                   "Y": sizes["Y"], "X": sizes["X"]}
+    return Stack("lif", stack_sizes, image.dtype, [None] * 3 if rgb else names, pixel_size, scenes, index, load,
+                 rgb=rgb, close=lif.close)
 
 
 def _nd2(path: str, scene: str | int, max_pixels: int) -> Stack:
@@ -109,19 +163,22 @@ def _nd2(path: str, scene: str | int, max_pixels: int) -> Stack:
     except BaseException:
         handle.close()
         raise
-    axes = list(sizes)
-    data = handle.to_dask()
+    # frame by frame rather than through nd2's dask array: importing dask costs about a second per process
+    shape = [sizes.get(a, 1) for a in "CZYXS"]
 
     def load(t: int, z: str | int) -> np.ndarray:
-        pick = tuple(t if a == "T" else index if a == "P" else slice(None) if a in "CZYXS" else 0 for a in axes)
-        kept = [a for a in axes if a in "CZYXS"]
-        array = np.asarray(data[pick])
-        for a in "CZ":
-            if a not in kept:
-                array, kept = array[np.newaxis], [a, *kept]
-        array = np.transpose(array, [kept.index(a) for a in "CZYX" + ("S" if "S" in kept else "")])
+        wanted = {"T": t, "P": index}
+        array = np.zeros(shape, handle.dtype)
+        for number, at in enumerate(handle.loop_indices):
+            if any(at.get(a, 0) != wanted.get(a, 0) for a in at if a not in "CZ") or z not in ("max", at.get("Z", 0)):
+                continue
+            frame = handle.read_frame(number)  # C Y X S with its size-1 axes squeezed out
+            if "C" in at:  # a legacy file stores each channel as its own frame
+                array[at["C"], at.get("Z", 0)] = frame.reshape(shape[2:])
+            else:
+                array[:, at.get("Z", 0)] = frame.reshape([shape[0], *shape[2:]])
         planes = reduce_z(array, z, axis=1)
-        return planes[0][..., :3] if rgb else planes
+        return planes[0][..., :3] if rgb else planes[..., 0]
 
     if rgb:
         sizes["C"], names = 3, [None] * 3
