@@ -7,7 +7,7 @@ fluorescence file with no channel chosen is refused with its channel names. The 
 from the metadata unless one is given.
 
 TIFF (OME-TIFF, ImageJ, plain) is read with tifffile behind shared.imageio's defences; PNG and JPEG with
-Pillow; CZI and LIF with bioio's reader plugins and ND2 with the nd2 library (shared.vendor_formats). Each
+Pillow; CZI with bioio's reader plugin, LIF with liffile and ND2 with the nd2 library (shared.vendor_formats). Each
 reader checks the shape declared by the metadata against the limits before it loads a pixel.
 """
 from __future__ import annotations
