@@ -27,9 +27,12 @@ from tests.support.wait import wait_for
 
 N_IMAGES = int(os.environ.get("NUCLEUS_FAULT_IMAGES", "20"))
 LEASE_SECONDS = 15
-# Workers get an address-space cap, as a container memory limit would give them: the poison image
-# below decodes (under the 250 MP limit) but its model step cannot get the memory it needs.
+# Workers get an address-space cap, as a container memory limit would give them. The stack is told its
+# workers may use far more and may take any image whole: a deployment whose settings promise more memory than
+# its containers grant. The poison image below then passes the upload's checks (under the 250 MP limit and
+# the declared worker budget) but its model step cannot get the memory it needs.
 WORKER_MEMORY_LIMIT = 4 << 30
+MISCONFIGURED_WORKERS = {"worker_memory_bytes": 64 << 30, "whole_image_max_pixels": 300_000_000}
 POISON_SIDE = 15000  # 225 MP: decodes at upload; the float32 RGB copy alone is 2.7 GB
 FINISH_TIMEOUT = 120 + 3 * N_IMAGES
 
@@ -37,7 +40,8 @@ FINISH_TIMEOUT = 120 + 3 * N_IMAGES
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     stack = ProdStack(tmp_path_factory.mktemp("prod-stack"), workers=2, lease_seconds=LEASE_SECONDS,
-                      worker_memory_limit=WORKER_MEMORY_LIMIT, settings=weights_overrides())
+                      worker_memory_limit=WORKER_MEMORY_LIMIT,
+                      settings={**weights_overrides(), **MISCONFIGURED_WORKERS})
     stack.start()
     yield stack
     stack.stop()
