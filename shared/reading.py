@@ -186,16 +186,7 @@ def _channel_index(wanted: str | int | None, names: list[str], rgb: bool) -> int
             return None if rgb else 0
         raise OptionError(f"the file has {len(names)} channels ({', '.join(names)}); choose the nuclear one by name "
                           "or index (--channel, or the upload's channel field)", code="channel_required")
-    if isinstance(wanted, int):
-        if not 0 <= wanted < len(names):
-            raise OptionError(f"channel {wanted} asked for, but the file has {len(names)} "
-                              f"({', '.join(f'{i}: {n}' for i, n in enumerate(names))})", code="bad_channel")
-        return wanted
-    matches = [i for i, name in enumerate(names) if name.casefold() == wanted.casefold()]
-    if not matches:
-        raise OptionError(f"no channel named {wanted!r}; the file's channels are {', '.join(names)}",
-                          code="bad_channel")
-    return matches[0]
+    return _by_name_or_index(wanted, names, "channel")
 
 
 def _clean(image: np.ndarray) -> np.ndarray:
@@ -219,14 +210,20 @@ def check_plane_bytes(sizes: dict, dtype, max_pixels: int) -> None:
 
 
 def select_scene(scenes: list[str], wanted: str | int) -> int:
+    return _by_name_or_index(wanted, scenes, "scene")
+
+
+def _by_name_or_index(wanted: str | int, names: list[str], what: str) -> int:
+    """The index of the channel or scene `wanted` names (case-insensitive) or numbers; a refusal lists them."""
     if isinstance(wanted, int):
-        if not 0 <= wanted < len(scenes):
-            raise OptionError(f"scene {wanted} asked for, but the file has {len(scenes)} "
-                              f"({', '.join(f'{i}: {s}' for i, s in enumerate(scenes))})", code="bad_scene")
+        if not 0 <= wanted < len(names):
+            raise OptionError(f"{what} {wanted} asked for, but the file has {len(names)} "
+                              f"({', '.join(f'{i}: {n}' for i, n in enumerate(names))})", code=f"bad_{what}")
         return wanted
-    matches = [i for i, s in enumerate(scenes) if s.casefold() == wanted.casefold()]
+    matches = [i for i, name in enumerate(names) if name.casefold() == wanted.casefold()]
     if not matches:
-        raise OptionError(f"no scene named {wanted!r}; the file's scenes are {', '.join(scenes)}", code="bad_scene")
+        raise OptionError(f"no {what} named {wanted!r}; the file's {what}s are {', '.join(names)}",
+                          code=f"bad_{what}")
     return matches[0]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import jsonify, request
 
 from services.api.access import require_role
-from services.api.errors import ApiError
+from services.api.bodies import optional_json_object
 from services.api.model_versions import activate_version, page_of_models, requested_project
 from services.api.queries import page_from_request
 from services.api.rest import api
@@ -22,7 +22,5 @@ def list_models():
 @api.post("/models/<version>/activate")
 def activate_model(version: str):
     require_role("admin")
-    body = request.get_json(silent=True, force=True) if request.get_data(cache=True) else {}
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", 'send a JSON object such as {"project": "default"}')
+    body = optional_json_object('{"project": "default"}')
     return jsonify(activate_version(version, requested_project(body.get("project"))))

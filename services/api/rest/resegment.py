@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import jsonify, request
 
 from services.api.access import get_experiment, require_role
-from services.api.errors import ApiError
+from services.api.bodies import optional_json_object
 from services.api.queries import ResultFilters
 from services.api.resegmentation import parse_request, resegment, version_counts
 from services.api.rest import api
@@ -14,12 +14,7 @@ from services.api.rest import api
 def post_resegment(name: str):
     require_role("uploader")
     experiment = get_experiment(name)
-    if request.get_data(cache=True):
-        body = request.get_json(silent=True, force=True)
-        if body is None:
-            raise ApiError(400, "invalid_body", 'send a JSON object such as {"version": "...", "condition": "control"}')
-    else:
-        body = {}
+    body = optional_json_object('{"version": "...", "condition": "control"}')
     version, filters = parse_request(body)
     return jsonify(resegment(experiment, version, filters)), 202
 

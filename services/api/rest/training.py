@@ -1,12 +1,12 @@
 """Training-run routes: start one (an admin), list and follow them (services.api.training_runs does the work)."""
 from __future__ import annotations
 
-from flask import current_app, jsonify, request
+from flask import current_app, jsonify
 from sqlalchemy import select
 
 from services.api.access import require_role
+from services.api.bodies import optional_json_object
 from services.api.database import db
-from services.api.errors import ApiError
 from services.api.queries import page_from_request
 from services.api.rest import api
 from services.api.training_runs import create_run, get_run, page_of_runs, parse_run_request, project_for_run, run_json
@@ -16,12 +16,7 @@ from shared.db.models import Project
 @api.post("/training-runs")
 def post_training_run():
     require_role("admin")
-    if request.get_data(cache=True):
-        body = request.get_json(silent=True, force=True)
-        if body is None:
-            raise ApiError(400, "invalid_body", 'send a JSON object such as {"epochs": 1, "force_promote": false}')
-    else:
-        body = {}
+    body = optional_json_object('{"epochs": 1, "force_promote": false}')
     epochs, force = parse_run_request(body)
     run_id = create_run(current_app.config["NUCLEUS_SETTINGS"], epochs, force, project_for_run(body.get("project")))
     return jsonify({"id": run_id}), 202
