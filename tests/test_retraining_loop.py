@@ -16,6 +16,7 @@ import torch
 
 from tests.support import data
 from tests.support.http import Client
+from tests.support.lines import scrambled_labels
 from tests.support.pipeline import weights_overrides
 from tests.support.stack import EmbeddedStack
 from tests.support.wait import wait_for
@@ -101,14 +102,7 @@ def run_to_end(client: Client, stack: EmbeddedStack, **body) -> dict:
 
 
 def scrambled(height: int, width: int, seed: int) -> bytes:
-    """Random discs where no nucleus need be: labels that teach the model nothing true."""
-    rng = np.random.default_rng(seed)
-    labels = np.zeros((height, width), np.uint16)
-    yy, xx = np.mgrid[:height, :width]
-    for i in range(1, 61):
-        cy, cx, r = rng.integers(0, height), rng.integers(0, width), rng.integers(5, 20)
-        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
-    return png_bytes(labels)
+    return png_bytes(scrambled_labels(height, width, seed))
 
 
 def active_version(client: Client) -> str:
