@@ -20,6 +20,9 @@ DEFAULT_MAX_PIXELS = 250_000_000
 # A TIFF stack (planes, channels, wide samples) may hold more than one value per pixel of its largest allowed
 # plane, but not more bytes than this many per allowed pixel: a 4-channel float32 image of the largest size.
 MAX_BYTES_PER_PIXEL = 16
+# tifffile's series detection takes time that grows faster than the number of image directories, whatever their
+# size: a file of thousands of 1x1 pages would hold an API thread for minutes. Real stacks stay far below this.
+MAX_TIFF_PAGES = 4096
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -157,8 +160,9 @@ def _decode_tiff(data: bytes, channel: int | None, max_pixels: int) -> np.ndarra
 
 
 def _check_ifd_chain(data: bytes) -> None:
-    """Refuse a chain of image directories that loops back on itself: tifffile's series detection would follow
-    it forever (a 2.6 KB file held a process at 100 % CPU while its memory grew to 23 GB)."""
+    """Refuse a chain of image directories that loops back on itself, or is longer than MAX_TIFF_PAGES:
+    tifffile's series detection would follow a loop forever (a 2.6 KB file held a process at 100 % CPU while its
+    memory grew to 23 GB)."""
     order = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     offset_format, count_format, entry_size, first_at = ("Q", "Q", 20, 8) if big else ("I", "H", 12, 4)
@@ -171,6 +175,9 @@ def _check_ifd_chain(data: bytes) -> None:
         if offset in seen:
             raise ImageError(f"corrupt TIFF: its image directories loop back to offset {offset}", code="corrupt_image")
         seen.add(offset)
+        if len(seen) > MAX_TIFF_PAGES:
+            raise ImageTooLarge(f"the TIFF holds more than {MAX_TIFF_PAGES} image directories (pages); "
+                                "send fewer planes per file")
         if offset + count_size > len(data):
             return
         (count,) = struct.unpack_from(order + count_format, data, offset)

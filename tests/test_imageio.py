@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from shared.imageio import ImageError, ImageTooLarge, decode
+from shared.imageio import MAX_TIFF_PAGES, ImageError, ImageTooLarge, decode
 
 
 def png_bytes(array, mode=None):
@@ -138,3 +138,15 @@ def test_tiff_whose_directories_loop_is_refused(bigtiff):
     with pytest.raises(ImageError) as err:
         decode(bytes(data))
     assert err.value.code == "corrupt_image" and "loop" in err.value.message
+
+
+@pytest.mark.timeout(30)
+def test_tiff_of_too_many_pages_is_refused_before_tifffile_walks_them():
+    at_limit = tiff_bytes(np.ones((MAX_TIFF_PAGES, 1, 1), np.uint8), photometric="minisblack", metadata=None,
+                          contiguous=False)
+    decode(at_limit)
+    over = tiff_bytes(np.ones((MAX_TIFF_PAGES + 1, 1, 1), np.uint8), photometric="minisblack", metadata=None,
+                      contiguous=False)
+    with pytest.raises(ImageTooLarge) as err:
+        decode(over)
+    assert err.value.status == 413 and "image directories" in err.value.message
