@@ -98,11 +98,17 @@ def _pick_channel(image: np.ndarray, channel: int | None) -> np.ndarray:
     return image[..., 0]
 
 
-def _decode_pillow(data: bytes, channel: int | None, max_pixels: int) -> np.ndarray:
+def open_pillow(data: bytes):
+    """A Pillow image of `data`, its header read and nothing decoded, without Pillow's own pixel limit: callers
+    check ours (_check_pixels) before load()."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # our own limit, checked before decoding
-    with Image.open(io.BytesIO(data)) as img:
+    Image.MAX_IMAGE_PIXELS = None
+    return Image.open(io.BytesIO(data))
+
+
+def _decode_pillow(data: bytes, channel: int | None, max_pixels: int) -> np.ndarray:
+    with open_pillow(data) as img:
         _check_pixels(img.height, img.width, max_pixels)
         img.load()
         if img.mode == "P":

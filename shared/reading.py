@@ -238,11 +238,9 @@ COLOUR_MODES = {"P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV
 
 
 def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
-    from PIL import Image
+    from shared.imageio import _decode_pillow, open_pillow
 
-    from shared.imageio import _decode_pillow
-
-    with Image.open(io.BytesIO(data)) as img:  # the header only: decoding waits for load()
+    with open_pillow(data) as img:  # the header only: decoding waits for load()
         _check_pixels(img.height, img.width, max_pixels)
         rgb, width, height = img.mode in COLOUR_MODES, img.width, img.height
     sizes = {"T": 1, "C": 3 if rgb else 1, "Z": 1, "Y": height, "X": width}
