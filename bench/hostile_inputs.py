@@ -45,6 +45,18 @@ def harness_in(data_dir: str):
     return ApiHarness(get_settings())
 
 
+def one_image_api(data_dir: str, shape: tuple[int, int]):
+    """The API in-process with one uploaded image of `shape`: (test client, uploader token, image id)."""
+    from tests.support.api import png_bytes
+
+    harness = harness_in(data_dir)
+    admin = harness.client("admin")
+    assert admin.post("/api/v1/experiments", json={"name": "hostile"}).status_code == 201
+    pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    image_id = admin.upload("hostile", [("field.png", png_bytes(pixels))]).json["images"][0]["id"]
+    return harness.app.test_client(), harness.token("uploader"), image_id
+
+
 def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
     """(what, bytes, filename): real labels of each format, nuclei on a grid of 24-pixel cells."""
     import zipfile
@@ -159,20 +171,13 @@ def main() -> None:
     if args.heavy is not None:
         return one_heavy(args.size, args.heavy)
 
-    from tests.support.api import png_bytes
     from tests.support.hostile import can_reset_peak, catalogue
 
     if not can_reset_peak():
         sys.exit("needs Linux's /proc/self/clear_refs to reset the peak memory between requests")
     shape = (args.size, args.size)
     with tempfile.TemporaryDirectory() as data_dir:
-        harness = harness_in(data_dir)
-        admin = harness.client("admin")
-        assert admin.post("/api/v1/experiments", json={"name": "hostile"}).status_code == 201
-        pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-        image_id = admin.upload("hostile", [("field.png", png_bytes(pixels))]).json["images"][0]["id"]
-        token = harness.token("uploader")
-        client = harness.app.test_client()
+        client, token, image_id = one_image_api(data_dir, shape)
         good = well_formed(shape)
         for _, data, filename in good:  # warm-up: imports and first-use caches are not what is measured
             send(client, token, image_id, data, filename)
@@ -212,13 +217,7 @@ def one_heavy(size: int, index: int) -> None:
 
     shape = (size, size)
     with tempfile.TemporaryDirectory() as data_dir:
-        harness = harness_in(data_dir)
-        admin = harness.client("admin")
-        assert admin.post("/api/v1/experiments", json={"name": "heavy"}).status_code == 201
-        pixels = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-        image_id = admin.upload("heavy", [("field.png", png_bytes(pixels))]).json["images"][0]["id"]
-        token = harness.token("uploader")
-        client = harness.app.test_client()
+        client, token, image_id = one_image_api(data_dir, shape)
         small = np.zeros(shape, np.uint16)
         small[:8, :8] = 1
         send(client, token, image_id, png_bytes(small), "warm.png")  # imports, not what is measured
