@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from shared.augmentation import TRANSFORMS
 from shared.config import PRECISIONS
 from shared.training import TrainConfig
 
@@ -44,6 +45,9 @@ def step_options(at: str, event: str, value: str, value_type: type, value_help: 
 @click.option("--kind-weight", type=(click.Choice([kind for kind, _ in DEFAULTS.kind_weights]), float),
               multiple=True, help="How often crops are drawn from images of a type (the recipe: "
                    f"{', '.join(f'{k} {w:g}' for k, w in DEFAULTS.kind_weights)}); repeat for several types.")
+@click.option("--augment", type=(click.Choice(TRANSFORMS), click.FloatRange(0, 1)), multiple=True,
+              help="A robustness transform and the share of crops it is applied to (shared.augmentation), on top of "
+                   "the recipe's; repeat for several, e.g. --augment stain 0.5 --augment noise 0.2 (default: none).")
 @click.option("--diameter", type=float, default=DEFAULTS.diameter, show_default=True,
               help="Resize each image so its median nucleus is this many pixels across (0: as they come).")
 @click.option("--scale-range", type=(float, float), default=DEFAULTS.scale_range, show_default=True,
@@ -73,7 +77,7 @@ def step_options(at: str, event: str, value: str, value_type: type, value_help: 
               help="Also write a small resume point here (half-precision weights + state, no optimiser), to commit.")
 @click.option("--export", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the final weights here in the compact shipped format (half precision).")
-def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, diameter, scale_range,
+def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_weight, kind_weight, augment, diameter, scale_range,
           base, widen_at, widen_to, average_from, eval_every, checkpoint_every, eval_images, limit, init_weights,
           device, precision, threads, seed, resume_from, save_compact, export):
     """Train; rerun the same command to resume from OUT/last.pt."""
@@ -105,7 +109,7 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     val_items = list(iter_labelled(root, val_names))
     cfg = TrainConfig(steps=steps, batch=batch, crop=crop, lr=lr, restarts=restarts, contact_weight=contact_weight,
                       kind_weights=tuple({**dict(DEFAULTS.kind_weights), **dict(kind_weight)}.items()),
-                      diameter=diameter or None, scale_range=scale_range, base=base, widen=widenings,
+                      robust_augment=tuple(augment), diameter=diameter or None, scale_range=scale_range, base=base, widen=widenings,
                       average_from=average_from, eval_every=eval_every, checkpoint_every=checkpoint_every,
                       device=device, precision=precision, seed=seed, threads=threads)
     bar = tqdm(total=steps, desc="training", unit="step", file=sys.stderr)
