@@ -18,14 +18,14 @@ import time
 import torch
 from tqdm import tqdm
 
-from shared.config import DEFAULT_VIEWS, RUNTIMES, VIEWS
-from shared.datasets import default_dsb_dir, iter_labelled, validation_names
-from shared.evaluation import evaluate, format_table
-from shared.model import precision as mixed_precision
-from shared.model.precision import CHOICES
-from shared.model.segmenter import Segmenter
-from shared.postprocess import classical
-from shared.sources import default_kromp_dir, iter_kromp, iter_nuinsseg_yolo
+from shared.domain.model.options import DEFAULT_VIEWS, RUNTIMES, VIEWS
+from shared.domain.datasets.labelled import default_dsb_dir, iter_labelled, validation_names
+from shared.domain.evaluation import evaluate, format_table
+from shared.domain.model import precision as mixed_precision
+from shared.domain.model.precision import CHOICES
+from shared.domain.model.segmenter import Segmenter
+from shared.domain.segmentation.postprocess import classical
+from shared.domain.datasets.sources import default_kromp_dir, iter_kromp, iter_nuinsseg_yolo
 
 SIDE_BY_SIDE = (("ap50", "AP@0.5", "{:.3f}"), ("dsb_score", "DSB", "{:.3f}"), ("pixel_iou", "IoU", "{:.3f}"),
                 ("count_error_median", "count err", "{:.1%}"))
@@ -158,7 +158,7 @@ def speed_table(segmenter: Segmenter, repeats: int = 3, per_size: int = 6) -> st
 
     import numpy as np
 
-    from shared.datasets import load
+    from shared.domain.datasets.labelled import load
 
     root = default_dsb_dir()
     wanted: dict[tuple[int, int], list[str]] = {(256, 256): [], (1024, 1024): []}

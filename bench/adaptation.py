@@ -4,7 +4,7 @@ The "lab" is a source the shipped model never saw: images of the Kromp et al. fl
 (../shared/data/kromp-sbsst265), by default its test split (37 images, 13 test classes; no single class has more than
 7 images, too few for k = 20). k of them are "corrected" (given their true labels, as a lab would through the label
 editor); the model is fine-tuned on them plus the base set through the trainer's own code
-(shared.training.fine_tune, with the settings NUCLEUS_TRAINING_* or the --steps/--lr/--share/--freeze given here),
+(shared.domain.training.loop.fine_tune, with the settings NUCLEUS_TRAINING_* or the --steps/--lr/--share/--freeze given here),
 and the lab's other images are scored before and after. The scored images are the same for every k: the first
 --reserve images of a fixed shuffle are the pool the corrected ones come from, the rest are scored.
 
@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.config import Settings  # noqa: E402
-from shared.datasets import default_data_root, iter_labelled, list_names  # noqa: E402
+from shared.infra.settings import Settings  # noqa: E402
+from shared.domain.datasets.labelled import default_data_root, iter_labelled, list_names  # noqa: E402
 
 KROMP = "kromp-sbsst265"
 
@@ -44,8 +44,8 @@ def kromp_names(root: Path, split: str, classes: list[str] | None) -> list[str]:
 
 
 def score(weights: bytes, items) -> dict:
-    from shared.evaluation import evaluate
-    from shared.model.segmenter import Segmenter
+    from shared.domain.evaluation import evaluate
+    from shared.domain.model.segmenter import Segmenter
 
     scores, summary = evaluate(Segmenter(weights).segment, items)
     true, pred = sum(s.true_count for s in scores), sum(s.pred_count for s in scores)
@@ -79,9 +79,9 @@ def main(argv=None) -> None:
 
     import torch
 
-    from shared.base_set import base_sets
-    from shared.model.segmenter import shipped_weights_path
-    from shared.training import fine_tune
+    from shared.infra.base_set import base_sets
+    from shared.domain.model.segmenter import shipped_weights_path
+    from shared.domain.training.loop import fine_tune
 
     if args.threads:
         torch.set_num_threads(args.threads)

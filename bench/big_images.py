@@ -4,10 +4,10 @@
     .venv/bin/python bench/big_images.py [--megapixels 16 67 250] [--region 2048]
 
 Each size is a square grey mosaic of real DSB2018 fluorescence images (../shared/data), written as an
-uncompressed TIFF; a fresh child process then does what a worker does with it: decode it (shared.reading),
-segment and measure it (shared.tiled.segment_and_measure, whole or in regions by NUCLEUS_WHOLE_IMAGE_MAX_PIXELS),
+uncompressed TIFF; a fresh child process then does what a worker does with it: decode it (shared.domain.imaging.reading),
+segment and measure it (shared.domain.segmentation.tiled.segment_and_measure, whole or in regions by NUCLEUS_WHOLE_IMAGE_MAX_PIXELS),
 write the label TIFF, the overlay PNG and the nuclei CSV. Peak memory is the child's VmHWM (resident high-water
-mark), after loading the model and at the end; `estimate` is what the API would reckon (shared.tiled). Settings
+mark), after loading the model and at the end; `estimate` is what the API would reckon (shared.domain.segmentation.tiled). Settings
 pass through (NUCLEUS_TILE_SIZE, NUCLEUS_TORCH_THREADS, NUCLEUS_WHOLE_IMAGE_MAX_PIXELS...).
 """
 from __future__ import annotations
@@ -54,13 +54,13 @@ def mosaic(side: int, images: Path = IMAGES, seed: int = 0) -> np.ndarray:
 
 
 def child(path: str, region: int, network_tile: int) -> dict:
-    from shared import tiled
-    from shared.config import get_settings
-    from shared.measure import measure_nuclei
-    from shared.model.segmenter import Segmenter
-    from shared.outputs import labels_tiff, nuclei_csv, overlay_png
-    from shared.read_options import ReadOptions
-    from shared.reading import read_picture
+    from shared.domain.segmentation import tiled
+    from shared.infra.settings import get_settings
+    from shared.domain.measurement import measure_nuclei
+    from shared.domain.model.segmenter import Segmenter
+    from shared.domain.outputs import labels_tiff, nuclei_csv, overlay_png
+    from shared.domain.imaging.read_options import ReadOptions
+    from shared.domain.imaging.reading import read_picture
 
     settings = get_settings()
     segmenter = Segmenter.from_settings(settings.weights_path, settings)
@@ -92,9 +92,9 @@ def child(path: str, region: int, network_tile: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megapixels", type=float, nargs="+", default=[1.0])
-    parser.add_argument("--region", type=int, default=0, help="core side of a region (default: shared.tiled's)")
+    parser.add_argument("--region", type=int, default=0, help="core side of a region (default: shared.domain.segmentation.tiled's)")
     parser.add_argument("--network-tile", type=int, default=0, help="the network's tile within a region "
-                        "(default: shared.tiled's)")
+                        "(default: shared.domain.segmentation.tiled's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

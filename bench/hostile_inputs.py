@@ -10,7 +10,7 @@ the API's own: the time from the request to its 4xx, and how far the process's p
 before. Every case in tests/support/hostile.py's catalogue is sent against an N x N image (--size, default 256,
 or NUCLEUS_BENCH_HOSTILE_SIZE), the median of --repeat runs printed; then well-formed uploads of each format
 (label PNG, mask zip, RoiSet.zip, QuPath GeoJSON) for comparison, and the accepted uploads that cost the most
-memory per pixel, against shared.labels.memory_bound.
+memory per pixel, against shared.domain.labels.memory_bound.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def harness_in(data_dir: str):
     os.environ["NUCLEUS_LOG_LEVEL"] = "WARNING"
     os.environ["NUCLEUS_LABEL_UPLOAD_RATE"] = ""  # every case is measured, none is refused for its rate
     os.environ["NUCLEUS_UPLOAD_RATE_PER_MINUTE"] = "0"
-    from shared.config import get_settings
+    from shared.infra.settings import get_settings
     from tests.support.api import ApiHarness
 
     return ApiHarness(get_settings())
@@ -65,7 +65,7 @@ def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
 
     from tests.support.api import png_bytes
 
-    from shared.labels.masks import MAX_MASK_PIXELS, MAX_MASKS
+    from shared.domain.labels.masks import MAX_MASK_PIXELS, MAX_MASKS
 
     height, width = shape
     most_masks = min(MAX_MASKS, MAX_MASK_PIXELS // (height * width))
@@ -102,7 +102,7 @@ def heaviest(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
     import tifffile
     from roifile import ImagejRoi
 
-    from shared.labels import geojson
+    from shared.domain.labels import geojson
     from tests.support.api import png_bytes
 
     def tiff(array: np.ndarray, **options) -> bytes:
@@ -212,7 +212,7 @@ def main() -> None:
 
 
 def one_heavy(size: int, index: int) -> None:
-    from shared.labels import memory_bound
+    from shared.domain.labels import memory_bound
     from tests.support.api import png_bytes
 
     shape = (size, size)

@@ -61,9 +61,9 @@ def serve(data_dir: Path):
     from werkzeug.serving import make_server
 
     from services.api import create_app
-    from shared.auth import create_token
-    from shared.db.migrate import upgrade
-    from shared.db.session import session_scope
+    from shared.infra.auth import create_token
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.session import session_scope
     from tests.support.env import apply_settings
     from tests.support.net import free_port
 

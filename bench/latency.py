@@ -10,7 +10,7 @@ so the same bytes are a new image and a new job, not a duplicate. One warm-up ro
 
 "model" is the worker's own timing of the segmentation step (the result's `seconds_model`);
 "worker" is the whole task (`seconds_total`: fetch, decode, model, measure, write). --in-process also
-times shared.model.segmenter.Segmenter.segment on the same image in this process.
+times shared.domain.model.segmenter.Segmenter.segment on the same image in this process.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Case:
 
 
 def pick_image(width: int, height: int) -> Path:
-    from shared.datasets import default_dsb_dir
+    from shared.domain.datasets.labelled import default_dsb_dir
 
     root = default_dsb_dir()
     with (root / "index.csv").open(newline="") as fh:
@@ -136,9 +136,9 @@ class Api:
 
 
 def time_in_process(cases: list[Case], repeats: int) -> None:
-    from shared.config import get_settings
-    from shared.imageio import decode
-    from shared.model.segmenter import Segmenter
+    from shared.infra.settings import get_settings
+    from shared.domain.imaging.imageio import decode
+    from shared.domain.model.segmenter import Segmenter
 
     segmenter = Segmenter(weights=get_settings().weights_path)
     for case in cases:

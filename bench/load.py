@@ -247,8 +247,8 @@ def measure_overhead(target: Target, workers: int, rounds: int) -> dict:
     """One 512x512 image at a time on the idle stack vs the model alone in this process."""
     import torch
 
-    from shared.imageio import decode
-    from shared.model.segmenter import Segmenter
+    from shared.domain.imaging.imageio import decode
+    from shared.domain.model.segmenter import Segmenter
 
     client = Client(target.url, target.token, timeout=120)
     name, data = fixed_size_crop(512)

@@ -18,8 +18,8 @@ from bench.scale import MACHINE_PG, build  # noqa: E402
 from services.api.exports import measure_columns  # noqa: E402
 from services.api.queries import ResultFilters  # noqa: E402
 from services.api.web.marker_plots import MARKER_PREFIX, marker_choices  # noqa: E402
-from shared.db.models import Experiment  # noqa: E402
-from shared.db.session import get_engine  # noqa: E402
+from shared.infra.db.tables import Experiment  # noqa: E402
+from shared.infra.db.session import get_engine  # noqa: E402
 from tests.support.servers import create_database, drop_database  # noqa: E402
 
 

@@ -45,10 +45,10 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="nucleus-bench-limits-"))
     os.environ["NUCLEUS_DATA_DIR"] = str(data_dir)
     from services.api import create_app
-    from shared.auth import create_token
-    from shared.config import reload_settings
-    from shared.db.migrate import upgrade
-    from shared.db.session import session_scope
+    from shared.infra.auth import create_token
+    from shared.infra.settings import reload_settings
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.session import session_scope
 
     settings = reload_settings()
     upgrade()

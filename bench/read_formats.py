@@ -1,4 +1,4 @@
-"""Read time per microscope file format through shared.reading (the path uploads, workers and `nucleus segment`
+"""Read time per microscope file format through shared.domain.imaging.reading (the path uploads, workers and `nucleus segment`
 take): the same two-channel 16-bit field written as OME-TIFF, ImageJ TIFF, plain TIFF and CZI, and its
 nuclear channel as 16-bit PNG and 8-bit JPEG; plus a Z stack read with z=max.
 
@@ -89,8 +89,8 @@ def main() -> None:
     parser.add_argument("--z", type=int, default=5, help="planes of the Z-stack file")
     args = parser.parse_args()
 
-    from shared.read_options import ReadOptions
-    from shared.reading import read_picture
+    from shared.domain.imaging.read_options import ReadOptions
+    from shared.domain.imaging.reading import read_picture
 
     planes = field(args.size, np.random.default_rng(0))
     print(f"{args.size}x{args.size} field, 2 channels uint16; best of {args.repeat} after a first read")

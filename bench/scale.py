@@ -129,7 +129,7 @@ def build(url: str, images: int, nuclei: int, other_images: int | None = None) -
     `images`, with as many nuclei per image); seconds per step."""
     import psycopg2
 
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -172,14 +172,14 @@ def make_app(url: str, data_dir: str):
         del os.environ[name]
     os.environ.update(NUCLEUS_DATA_DIR=data_dir, NUCLEUS_DATABASE_URL=url)
     from services.api import create_app
-    from shared.config import get_settings
+    from shared.infra.settings import get_settings
 
     return create_app(get_settings())
 
 
 def admin_token(url: str) -> str:
-    from shared.auth import create_token
-    from shared.db.session import session_scope
+    from shared.infra.auth import create_token
+    from shared.infra.db.session import session_scope
 
     with session_scope(url) as session:
         return create_token(session, "scale-bench", "admin")

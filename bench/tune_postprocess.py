@@ -4,7 +4,7 @@ The network runs once per image; each grid point then only re-runs the post-proc
 ranked by DSB score among the settings whose median count error stays within COUNT_ERROR_LIMIT, and beyond
 that limit by count error (counts are what most users read first, so a setting that buys DSB score by
 dropping real nuclei does not win). The winner goes into `PostprocessSettings`' defaults
-(shared/postprocess.py), which `export_weights` stores inside the shipped weights.
+(shared/domain/segmentation/postprocess.py), which `export_weights` stores inside the shipped weights.
 
     .venv/bin/python bench/tune_postprocess.py [--weights PATH] [--images 80]
 """
@@ -19,11 +19,11 @@ import sys
 
 from tqdm import tqdm
 
-from shared.config import DEFAULT_VIEWS, VIEWS
-from shared.datasets import default_dsb_dir, iter_labelled, training_names
-from shared.metrics import score_image, summarize
-from shared.model.segmenter import Segmenter
-from shared.postprocess import PostprocessSettings, instances
+from shared.domain.model.options import DEFAULT_VIEWS, VIEWS
+from shared.domain.datasets.labelled import default_dsb_dir, iter_labelled, training_names
+from shared.domain.accuracy import score_image, summarize
+from shared.domain.model.segmenter import Segmenter
+from shared.domain.segmentation.postprocess import PostprocessSettings, instances
 
 GRID = {
     "foreground_threshold": (0.5, 0.6),

@@ -1,10 +1,10 @@
-"""Alembic environment. Run through shared.db.migrate (never a relative alembic.ini)."""
+"""Alembic environment. Run through shared.infra.db.migrate (never a relative alembic.ini)."""
 from __future__ import annotations
 
 from alembic import context
 
-from shared.db.models import Base
-from shared.db.session import make_engine
+from shared.infra.db.tables import Base
+from shared.infra.db.session import make_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -14,7 +14,7 @@ def database_url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return url
-    from shared.config import get_settings
+    from shared.infra.settings import get_settings
 
     return get_settings().resolved_database_url
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from services.api.model_versions import ACTIVATED_BY_ADMIN, AWAITING_ADMIN
-from shared.auth import get_or_create_project
-from shared.db.models import JobStatus, ModelVersion, TrainingRun
+from shared.infra.auth import get_or_create_project
+from shared.infra.db.tables import JobStatus, ModelVersion, TrainingRun
 from tests.test_web_pages import sign_in
 
 

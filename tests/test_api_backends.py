@@ -11,7 +11,7 @@ import requests
 from minio import Minio
 from werkzeug.serving import make_server
 
-from shared.db.models import Image, Job
+from shared.infra.db.tables import Image, Job
 from tests.support.api import ApiHarness, nuclei_image
 
 

@@ -8,7 +8,7 @@ import io
 import numpy as np
 import tifffile
 
-from shared.db.models import Image
+from shared.infra.db.tables import Image
 from tests.support.channels import ome_tiff, two_channel_planes
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from shared.db.models import Image
+from shared.infra.db.tables import Image
 from tests.support.api import csrf_from, nuclei_image
 
 PARQUET = "application/vnd.apache.parquet"

@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 from sqlalchemy import select
 
-from shared.db.models import JobStatus, Label, TrainingRun
-from shared.imageio import decode
+from shared.infra.db.tables import JobStatus, Label, TrainingRun
+from shared.domain.imaging.imageio import decode
 from tests.support.api import ApiHarness, nuclei_image, png_bytes, tiff_bytes
 
 

@@ -13,7 +13,7 @@ import pytest
 from flask import url_for
 from werkzeug.serving import make_server
 
-from shared.db.models import Image, Job
+from shared.infra.db.tables import Image, Job
 from tests.support.api import nuclei_image, png_bomb, tiff_bytes
 
 import numpy as np
@@ -52,7 +52,7 @@ def test_every_api_route_refuses_a_missing_or_wrong_token(harness):
 
 
 def test_revoked_token_is_refused(harness):
-    from shared.auth import revoke_token, verify_token
+    from shared.infra.auth import revoke_token, verify_token
 
     token = harness.token("viewer")
     client = harness.client(token=token)
@@ -131,7 +131,7 @@ def test_paging_limits(admin, query):
 # --- intake ------------------------------------------------------------------------------------
 
 def test_upload_stores_bytes_rows_and_queues_a_job(harness, admin, experiment):
-    from shared.queue import queue_depth
+    from shared.infra.queue import queue_depth
 
     depth_before = queue_depth("segment")
     data = nuclei_image(10)
@@ -444,7 +444,8 @@ def test_object_store_down_is_503_and_nothing_is_recorded(harness, experiment):
 
 def test_the_api_never_imports_the_model():
     code = ("import sys; from services.api import create_app; import services.api.wsgi; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('shared.model')]; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime') "
+            "or m in ('shared.domain.model.segmenter', 'shared.domain.model.onnx_inference')]; "
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

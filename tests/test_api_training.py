@@ -9,13 +9,14 @@ from datetime import timedelta
 
 import pytest
 
-from shared import registry
-from shared.db.models import JobStatus, ModelVersion, TrainingRun, utcnow
+from shared.domain.model import weights_file
+from shared.infra import registry
+from shared.infra.db.tables import JobStatus, ModelVersion, TrainingRun, utcnow
 from tests.support.env import clear_shared_caches
 
 
 def train_queue_depth() -> int:
-    from shared.queue import TRAIN_QUEUE, queue_depth
+    from shared.infra.queue import TRAIN_QUEUE, queue_depth
 
     depth = queue_depth(TRAIN_QUEUE)
     assert depth is not None
@@ -182,13 +183,13 @@ def test_activating_an_unknown_or_missing_version_changes_nothing(harness, admin
 def test_a_sidecar_names_weights_only_while_it_matches_them(tmp_path):
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"some weights")
-    assert registry.sidecar_version(weights) is None
+    assert weights_file.sidecar_version(weights) is None
     version = f"nucleus-x-{hashlib.sha256(b'some weights').hexdigest()[:8]}"
-    registry.sidecar_path(weights).write_text(version + "\n")
-    assert registry.sidecar_version(weights, weights.read_bytes()) == version
+    weights_file.sidecar_path(weights).write_text(version + "\n")
+    assert weights_file.sidecar_version(weights, weights.read_bytes()) == version
     weights.write_bytes(b"retrained weights")  # exported again, sidecar not rewritten: stale
-    assert registry.sidecar_version(weights) == version
-    assert registry.sidecar_version(weights, weights.read_bytes()) is None
+    assert weights_file.sidecar_version(weights) == version
+    assert weights_file.sidecar_version(weights, weights.read_bytes()) is None
 
 
 def test_shipped_weights_with_a_sidecar_are_registered_without_torch(harness, admin, tmp_path, monkeypatch):
@@ -198,7 +199,7 @@ def test_shipped_weights_with_a_sidecar_are_registered_without_torch(harness, ad
     before = listed_models(admin)  # no sidecar: nothing registered
     version = f"nucleus-dsb2018-{hashlib.sha256(weights.read_bytes()).hexdigest()[:8]}"
     assert version not in before
-    registry.sidecar_path(weights).write_text(version + "\n")
+    weights_file.sidecar_path(weights).write_text(version + "\n")
     models = listed_models(admin)
     assert version in models and models[version]["parent"] is None and len(models) == len(before) + 1
     with harness.session() as session:

@@ -1,4 +1,4 @@
-"""The robustness transforms (shared.augmentation): shapes and ranges kept, labels untouched, each doing what its
+"""The robustness transforms (shared.domain.training.augmentation): shapes and ranges kept, labels untouched, each doing what its
 name says on small synthetic crops."""
 import random
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.color import hed2rgb
 
-from shared import augmentation as aug
-from shared.training import Sample, TrainConfig, augment, training_targets
+from shared.domain.training import augmentation as aug
+from shared.domain.training.loop import Sample, TrainConfig, augment, training_targets
 
 
 def disc_labels(size: int = 64) -> np.ndarray:

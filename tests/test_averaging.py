@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from shared.averaging import WeightAverage
+from shared.domain.training.averaging import WeightAverage
 
 
 def test_the_average_is_the_mean_of_the_snapshots():

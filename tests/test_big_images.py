@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared import tiled
-from shared.measure import measure_nuclei
+from shared.domain.segmentation import tiled
+from shared.domain.measurement import measure_nuclei
 
 REGION, MARGIN = 200, 96  # seams at 200 and 400 cross the 256-pixel images of the mosaic, not their borders
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    from shared.model.segmenter import Segmenter
+    from shared.domain.model.segmenter import Segmenter
 
     return Segmenter(precision="fp32", runtime="torch")
 
@@ -118,7 +118,7 @@ def test_overlays_of_huge_images_are_drawn_downscaled():
 
 
 def test_the_default_budget_admits_every_image_the_api_accepts():
-    from shared.config import Settings
+    from shared.infra.settings import Settings
 
     settings = Settings()
     side = int(np.sqrt(settings.max_pixels))
@@ -152,11 +152,11 @@ def test_the_worker_segments_a_big_image_in_regions(use_settings, tmp_path, monk
     from sqlalchemy import select, update
 
     from services.worker.pipeline import process
-    from shared.db.migrate import upgrade
-    from shared.db.models import Image, Nucleus, Result
-    from shared.db.session import session_scope
-    from shared.jobs import write_scope
-    from shared.storage import get_store
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.tables import Image, Nucleus, Result
+    from shared.infra.db.session import session_scope
+    from shared.infra.db.session import write_scope
+    from shared.infra.storage import get_store
     from tests.support.channels import ome_tiff, two_channel_planes
     from tests.support.pipeline import seed_job
 

@@ -1,5 +1,5 @@
 """Reading microscope files on purpose: the nuclear channel by name or index, Z and T by option, RGB kept as
-colour, the pixel size from the metadata (issue 28.1), through shared.reading, `nucleus segment` and uploads."""
+colour, the pixel size from the metadata (issue 28.1), through shared.domain.imaging.reading, `nucleus segment` and uploads."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +11,9 @@ import tifffile
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
-from shared.imageio import ImageError, ImageTooLarge
-from shared.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
-from shared.reading import read_picture
+from shared.domain.imaging.imageio import ImageError, ImageTooLarge
+from shared.domain.imaging.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
+from shared.domain.imaging.reading import read_picture
 from tests.support.channels import ome_tiff, two_channel_planes
 
 def hyperstack() -> tuple[np.ndarray, bytes]:

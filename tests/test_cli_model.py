@@ -14,7 +14,7 @@ NUCLEUS = [sys.executable, "-m", "nucleus.cli"]
 
 @pytest.fixture
 def dsb_dir():
-    from shared.datasets import default_dsb_dir
+    from shared.domain.datasets.labelled import default_dsb_dir
 
     return default_dsb_dir()
 
@@ -116,7 +116,7 @@ def test_train_checkpoints_and_resumes(tmp_path):
     assert dict(recipe["kind_weights"]) == {"fluorescence": 1.0, "stained-tissue": 2.0, "stained": 2.0,
                                             "brightfield": 5.0}
     # the exported weights segment an image through the normal path
-    from shared.model.segmenter import Segmenter
+    from shared.domain.model.segmenter import Segmenter
 
     segmenter = Segmenter(tmp_path / "small.pt")
     labels = segmenter.segment(np.zeros((40, 40), np.uint8))

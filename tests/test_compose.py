@@ -57,18 +57,18 @@ def test_the_expected_services_exist():
 
 
 def test_every_nucleus_variable_is_a_setting():
-    from shared.config import Settings
+    from shared.infra.settings import Settings
 
     known = {f"NUCLEUS_{name.upper()}" for name in Settings.model_fields}
     used = {name for service in SERVICES.values() for name in env_names(service) if name.startswith("NUCLEUS_")}
     assert used, "compose sets no NUCLEUS_* variable"
-    assert used <= known, f"not fields of shared.config.Settings: {sorted(used - known)}"
+    assert used <= known, f"not fields of shared.infra.settings.Settings: {sorted(used - known)}"
     referenced = set(re.findall(r"\$\{(NUCLEUS_[A-Z0-9_]+)", (REPO / "docker-compose.yml").read_text()))
     assert referenced <= known, f"interpolated but unknown: {sorted(referenced - known)}"
 
 
 def test_production_settings_point_at_the_compose_servers():
-    from shared.config import Settings
+    from shared.infra.settings import Settings
 
     for name, service in OUR_SERVICES.items():
         env = service["environment"]
@@ -132,7 +132,7 @@ def test_one_shot_jobs_run_commands_that_exist(tmp_path):
     assert init[:2] == ["python", "-c"]
     code = init[2]
     imports = "; ".join(line for line in code.split("; ") if line.startswith(("from ", "import ")))
-    result = run_python(f"{imports}; from shared.storage import S3Store; assert hasattr(S3Store, 'ensure_bucket')", tmp_path)
+    result = run_python(f"{imports}; from shared.infra.storage import S3Store; assert hasattr(S3Store, 'ensure_bucket')", tmp_path)
     assert result.returncode == 0, result.stderr
 
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from nucleus.cli import main
-from shared.datasets import default_data_root, iter_labelled, training_names, validation_names
-from shared.sources import KROMP_DIRNAME, iter_kromp, kromp_images
+from shared.domain.datasets.labelled import default_data_root, iter_labelled, training_names, validation_names
+from shared.domain.datasets.sources import KROMP_DIRNAME, iter_kromp, kromp_images
 
 DESCRIPTION_HEADER = ("Image_Name;Diagnosis;Preparation;Train-/Testset split;Testset class;Magnification;Modality;"
                       "Device;Software;Mean BG signal;Mean FG signal;Signal/Noise;S/N Class")
@@ -160,7 +160,7 @@ def test_kromp_split_and_classes_come_from_its_description():
 
 
 def test_yolo_polygons_become_instance_labels():
-    from shared.sources import yolo_polygon_labels
+    from shared.domain.datasets.sources import yolo_polygon_labels
 
     text = "0 0.1 0.1 0.4 0.1 0.4 0.4 0.1 0.4\n0 0.5 0.5 0.9 0.5 0.9 0.9\n0 0.2 0.2\n"  # square, triangle, too short
     labels = yolo_polygon_labels(text, (20, 40))

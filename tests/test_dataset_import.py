@@ -1,5 +1,5 @@
 """`nucleus dataset import` stores a labelled set and its validation split in the object store (moto S3 here), once;
-a trainer without the set on disk reads it from there through a local cache (shared.base_set.base_sets)."""
+a trainer without the set on disk reads it from there through a local cache (shared.infra.base_set.base_sets)."""
 from __future__ import annotations
 
 import shutil
@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from shared.base_set import base_sets, read_manifest
-from shared.config import Settings
-from shared.datasets import load
-from shared.imageio import read_labels
-from shared.storage import make_store
+from shared.infra.base_set import base_sets, read_manifest
+from shared.infra.settings import Settings
+from shared.domain.datasets.labelled import load
+from shared.domain.imaging.imageio import read_labels
+from shared.infra.storage import make_store
 from tests.support import data
 from tests.support.env import service_env
 
@@ -82,7 +82,7 @@ def test_import_stores_the_set_and_its_split_once(tmp_path, s3_bucket_env, s3_se
     target.unlink()
     labels = read_labels(changed.labels_path)
     labels[labels == labels.max()] = 0
-    from shared.outputs import labels_tiff
+    from shared.domain.outputs import labels_tiff
     target.with_suffix(".tif").write_bytes(labels_tiff(labels))
     third = nucleus(tmp_path, s3_bucket_env, "import", str(root))
     assert third.returncode == 0, third.stderr
@@ -95,13 +95,13 @@ def test_import_stores_the_set_and_its_split_once(tmp_path, s3_bucket_env, s3_se
 
 
 def read_labels_bytes(raw: bytes) -> np.ndarray:
-    from shared.imageio import decode
+    from shared.domain.imaging.imageio import decode
 
     return decode(raw).astype(np.uint32)
 
 
 def test_competition_layout_is_stored_as_label_images(tmp_path, s3_settings):
-    from shared.base_set import import_set
+    from shared.infra.base_set import import_set
 
     sample = data.dsb_dir() / "dsb-layout-sample"
     store = make_store(s3_settings())
@@ -121,7 +121,7 @@ def test_a_folder_without_labelled_images_is_refused_and_stores_nothing(tmp_path
 
 
 def test_trainer_without_local_data_reads_the_stored_set_through_its_cache(tmp_path, s3_settings, small_set):
-    from shared.base_set import import_set
+    from shared.infra.base_set import import_set
 
     root, chosen = small_set
     settings = s3_settings(training_base_dir=tmp_path / "not-here", training_cache_dir=tmp_path / "cache")

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from services.api import exports
-from shared.db.session import get_engine
+from shared.infra.db.session import get_engine
 from tests.support.api import nuclei_image
 from tests.support.served import served_api
 

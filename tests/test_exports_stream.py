@@ -9,8 +9,8 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from shared import jobs
-from shared.spreadsheet import inert
+from shared.infra import jobs
+from shared.domain.spreadsheet import inert
 from tests.support import servers
 from tests.support.api import ApiHarness, nuclei_image
 
@@ -36,7 +36,7 @@ def nucleus(label: int, measures: dict | None = None) -> dict:
 
 
 def finish(harness, job_id: str, measure_columns: list[str], nuclei: list[dict]) -> None:
-    """A result as the worker records it (shared.jobs.complete), with extra per-nucleus measures."""
+    """A result as the worker records it (shared.infra.jobs.complete), with extra per-nucleus measures."""
     result = dict(image_id=harness.image_of(job_id), model_version="nucleus-test-00000000", count=len(nuclei),
                   area_mean=1.0, area_median=1.0, area_min=1.0, area_max=1.0, labels_key="l", overlay_key="o",
                   nuclei_csv_key="n", seconds_model=0.1, seconds_total=0.2, measure_columns=measure_columns)
@@ -113,7 +113,7 @@ def test_extra_measure_columns_on_sqlite(harness, admin, experiment):
 
 @pytest.fixture
 def postgres_harness(tmp_path, pg_url, use_settings):
-    from shared.db.session import get_engine
+    from shared.infra.db.session import get_engine
 
     yield ApiHarness(use_settings(tmp_path, database_url=pg_url))
     get_engine(pg_url).dispose()  # before the session's database is dropped
@@ -133,7 +133,7 @@ def sizeable():
     url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_exports")
     scale.build(url, images=200, nuclei=150_000)
     yield url, scale.admin_token(url)
-    from shared.db.session import get_engine
+    from shared.infra.db.session import get_engine
 
     get_engine(url).dispose()
     servers.drop_database(url)
@@ -156,8 +156,8 @@ def test_a_sizeable_export_streams_in_flat_memory(sizeable, table):
 
 
 def test_a_results_own_nuclei_table_has_no_formula_cells():
-    """The worker's per-result nuclei.csv (shared.outputs.nuclei_csv) leads with the image's metadata."""
-    from shared.outputs import nuclei_csv
+    """The worker's per-result nuclei.csv (shared.domain.outputs.nuclei_csv) leads with the image's metadata."""
+    from shared.domain.outputs import nuclei_csv
 
     text = nuclei_csv([nucleus(1, {"area_um2": 4.0})], {"image_id": "abc", **FORMULAS}, ["area_um2"])
     [row] = list(csv.DictReader(io.StringIO(text)))

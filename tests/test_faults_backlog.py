@@ -15,8 +15,8 @@ LEASE = 60
 
 
 def _expire(job_id: str) -> None:
-    from shared.db.models import Job, utcnow
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Job, utcnow
+    from shared.infra.db.session import session_scope
 
     with session_scope() as session:
         session.execute(update(Job).where(Job.id == job_id).values(lease_until=utcnow() - timedelta(seconds=1),
@@ -24,7 +24,7 @@ def _expire(job_id: str) -> None:
 
 
 def _lease_left(job_id: str) -> float:
-    from shared.db.models import utcnow
+    from shared.infra.db.tables import utcnow
 
     until = job_row(job_id).lease_until
     if until.tzinfo is None:  # SQLite hands back naive UTC
@@ -33,8 +33,8 @@ def _lease_left(job_id: str) -> float:
 
 
 def test_waiting_jobs_back_off_dead_workers_do_not(use_settings, tmp_path):
-    from shared import jobs
-    from shared.db.migrate import upgrade
+    from shared.infra import jobs
+    from shared.infra.db.migrate import upgrade
 
     settings = use_settings(tmp_path, job_lease_seconds=LEASE)
     upgrade(settings.resolved_database_url)

@@ -108,8 +108,8 @@ class Uploader:
 def job_states(stack: ProdStack, experiment: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from shared.db.models import Experiment, Image, Job
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Experiment, Image, Job
+    from shared.infra.db.session import session_scope
 
     with session_scope(stack.database_url) as session:
         rows = session.execute(select(Job.status, func.count()).join(Image, Image.id == Job.image_id)
@@ -132,8 +132,8 @@ def wait_finished(stack: ProdStack, experiment: str, expected: int, timeout: flo
 def jobs_of(stack: ProdStack, experiment: str) -> list:
     from sqlalchemy import select
 
-    from shared.db.models import Experiment, Image, Job
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Experiment, Image, Job
+    from shared.infra.db.session import session_scope
 
     with session_scope(stack.database_url) as session:
         return session.execute(select(Job.id, Job.status, Job.attempts, Job.error, Job.worker, Image.sha256)
@@ -145,8 +145,8 @@ def jobs_of(stack: ProdStack, experiment: str) -> list:
 def running_worker_names(stack: ProdStack) -> set[str]:
     from sqlalchemy import select
 
-    from shared.db.models import Job, JobStatus
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Job, JobStatus
+    from shared.infra.db.session import session_scope
 
     with session_scope(stack.database_url) as session:
         return set(session.scalars(select(Job.worker).where(Job.status == JobStatus.running)))
@@ -234,8 +234,8 @@ def test_postgres_restarted_during_run(stack, client, experiment):
 def test_object_store_cut_during_uploads_then_during_processing(stack, client, experiment):
     from sqlalchemy import func, select
 
-    from shared.db.models import Image
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Image
+    from shared.infra.db.session import session_scope
 
     images = crops(N_IMAGES + 1, seed=4)
     refused_name, refused_data = images.pop()
@@ -266,8 +266,8 @@ def test_object_store_cut_during_uploads_then_during_processing(stack, client, e
 def test_same_upload_twice_concurrently(stack, client, experiment):
     from sqlalchemy import func, select
 
-    from shared.db.models import Image, Job
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Image, Job
+    from shared.infra.db.session import session_scope
 
     uploader = Uploader(client, experiment)
     for name, data in crops(max(3, N_IMAGES // 4), seed=5):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kombu import Connection
 
-from shared.filesystem_broker import TRANSPORT
+from shared.infra.filesystem_broker import TRANSPORT
 
 MESSAGES = 300
 PADDING = "x" * 300_000  # a large message widens the moment a file exists but is not yet written
@@ -72,8 +72,8 @@ def test_every_message_arrives_whole_and_once_while_the_consumer_polls(tmp_path)
 
 
 def test_the_embedded_celery_configuration_uses_this_transport(tmp_path):
-    from shared.config import Settings
-    from shared.queue import celery_config
+    from shared.infra.settings import Settings
+    from shared.infra.queue import celery_config
 
     assert celery_config(Settings(data_dir=tmp_path))["broker_transport"] == TRANSPORT
     assert "broker_transport" not in celery_config(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0"))

@@ -1,4 +1,4 @@
-"""The trainer's fine-tuning recipe (shared.training.fine_tune): user labels drawn at their share, the encoder
+"""The trainer's fine-tuning recipe (shared.domain.training.loop.fine_tune): user labels drawn at their share, the encoder
 left exactly as it was when frozen, the rest of the network trained."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from shared.config import Settings
-from shared.datasets import LabelledImage
-from shared.model.segmenter import shipped_weights_path
-from shared.training import fine_tune, user_sample_weight
+from shared.infra.settings import Settings
+from shared.domain.datasets.labelled import LabelledImage
+from shared.domain.model.segmenter import shipped_weights_path
+from shared.domain.training.loop import fine_tune, user_sample_weight
 
 TINY = dict(training_crop=64, training_batch=2, device="cpu")
 

@@ -37,7 +37,7 @@ def test_redis_url_is_a_leased_empty_database(redis_url):
 
 
 def test_s3_bucket_env_round_trips_through_the_store(s3_bucket_env, use_settings, tmp_path):
-    from shared.storage import ObjectNotFound, S3Store, get_store
+    from shared.infra.storage import ObjectNotFound, S3Store, get_store
 
     use_settings(tmp_path, **s3_bucket_env)
     store = get_store()
@@ -114,8 +114,8 @@ def test_service_env_drops_inherited_settings(monkeypatch, tmp_path):
 
 
 def test_use_settings_reconfigures_this_process(use_settings, tmp_path):
-    from shared.config import get_settings
-    from shared.storage import LocalStore, get_store
+    from shared.infra.settings import get_settings
+    from shared.infra.storage import LocalStore, get_store
 
     settings = use_settings(tmp_path, max_pixels=1234)
     assert get_settings() is settings and settings.max_pixels == 1234
@@ -128,7 +128,7 @@ def test_wait_for_reports_what_never_happened():
 
 
 def test_dsb_samples_are_real_images_with_counts(dsb_samples):
-    from shared.imageio import decode
+    from shared.domain.imaging.imageio import decode
 
     assert len(dsb_samples) >= 3
     for sample in dsb_samples:

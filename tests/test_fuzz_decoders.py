@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from shared.imageio import ImageError, decode
+from shared.domain.imaging.imageio import ImageError, decode
 from tests.support.fuzzdata import broken_files, png_declaring, seed_files, tiff_declaring
 
 EXAMPLES = int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300"))

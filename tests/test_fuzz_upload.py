@@ -53,7 +53,7 @@ def fuzz_target(embedded_stack, stack_client):
 
 
 def audit_embedded(data_dir):
-    from shared.storage import LocalStore
+    from shared.infra.storage import LocalStore
     from tests.support.audit import audit
 
     return audit(f"sqlite:///{data_dir / 'nucleus.db'}", LocalStore(data_dir / "objects"))

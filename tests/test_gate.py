@@ -9,23 +9,23 @@ import numpy as np
 import pytest
 
 from services.trainer import held_out
-from shared.db.models import HeldOutImage, ModelVersion
+from shared.infra.db.tables import HeldOutImage, ModelVersion
 from tests.support import lines
 from tests.support.api import nuclei_image
 from tests.test_resegment import sign_in
 
 
 def places(project: str) -> dict[str, bool]:
-    from shared.auth import get_or_create_project
-    from shared.jobs import write_scope
+    from shared.infra.auth import get_or_create_project
+    from shared.infra.db.session import write_scope
 
     with write_scope() as session:
         return held_out.assign(session, get_or_create_project(session, project).id)
 
 
 def test_the_held_out_share_is_recorded_and_stable(use_settings, tmp_path):
-    from shared.db.migrate import upgrade
-    from shared.db.session import session_scope
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.session import session_scope
 
     use_settings(tmp_path)
     upgrade()
@@ -77,8 +77,8 @@ def five_images():
 
 
 def test_a_good_run_is_promoted_with_its_numbers(use_settings, tmp_path, five_images):
-    from shared.db.migrate import upgrade
-    from shared.db.session import session_scope
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.session import session_scope
 
     base = lines.small_base_set(tmp_path / "base")
     use_settings(tmp_path / "data", training_base_dir=str(base), **lines.TINY_TRAINING, training_lr=1e-5)
@@ -110,13 +110,13 @@ def test_a_run_on_scrambled_labels_is_not_promoted(use_settings, tmp_path, five_
     # Learning fast from user labels alone (no base set here), twenty steps on random discs unlearn nuclei;
     # the held-out images keep their true labels, as a lab's own corrections would.
     use_settings(tmp_path, **lines.no_base_set(tmp_path), **lines.TINY_TRAINING, training_lr=2e-3)
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     upgrade()
     labelled_project("scrambled", five_images, lambda i, s: lines.scrambled_labels(256, 256, seed=i))
     # the held-out images (third and fifth labelled) get their true labels back
-    from shared.auth import get_or_create_project
-    from shared.jobs import write_scope
+    from shared.infra.auth import get_or_create_project
+    from shared.infra.db.session import write_scope
 
     split = places("scrambled")
     held = [image_id for image_id, is_held in split.items() if is_held]
@@ -137,8 +137,8 @@ def test_a_run_on_scrambled_labels_is_not_promoted(use_settings, tmp_path, five_
 
 
 def test_a_run_evaluated_on_nothing_waits_for_an_admin(use_settings, tmp_path, five_images):
-    from shared.config import get_settings
-    from shared.db.migrate import upgrade
+    from shared.infra.settings import get_settings
+    from shared.infra.db.migrate import upgrade
     from tests.support.api import ApiHarness
 
     use_settings(tmp_path, **lines.no_base_set(tmp_path), **lines.TINY_TRAINING)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.imageio import read_image
-from shared.model.segmenter import Segmenter
+from shared.domain.imaging.imageio import read_image
+from shared.domain.model.segmenter import Segmenter
 
 
 def test_a_cached_graph_gives_the_same_maps_and_is_reused(dsb_samples, tmp_path):
@@ -42,7 +42,7 @@ def test_a_damaged_graph_is_exported_again(dsb_samples, tmp_path):
 def test_the_cache_keeps_the_most_recently_used_graphs(tmp_path):
     import os
 
-    from shared.model import runtime
+    from shared.domain.model import runtime
 
     for i in range(5):
         (tmp_path / f"unet-{i}.onnx").write_bytes(b"x")

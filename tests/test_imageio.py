@@ -8,7 +8,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from shared.imageio import MAX_TIFF_PAGES, ImageError, ImageTooLarge, decode
+from shared.domain.imaging.imageio import MAX_TIFF_PAGES, ImageError, ImageTooLarge, decode
 
 
 def png_bytes(array, mode=None):

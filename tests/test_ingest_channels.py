@@ -156,7 +156,7 @@ def test_watching_a_field_waits_for_every_channel_to_settle(tmp_path, served, to
 
 
 def _stored_key(served, image_id: str) -> str:
-    from shared.db.models import Image
+    from shared.infra.db.tables import Image
 
     with served.session() as session:
         return session.get(Image, image_id).object_key

@@ -6,7 +6,7 @@ import hashlib
 from datetime import timedelta
 
 from services.api import create_app
-from shared.db.models import Job, JobStatus
+from shared.infra.db.tables import Job, JobStatus
 from tests.support.api import TokenClient, nuclei_image
 
 

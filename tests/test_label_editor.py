@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 
-from shared.imageio import decode
+from shared.domain.imaging.imageio import decode
 from tests.support.api import csrf_from, nuclei_image, png_bytes, tiff_bytes
 from tests.support.browser import wait
 
@@ -87,7 +87,7 @@ def test_editor_loads_the_image_and_starts_from_the_result_then_the_newest_label
 
 @pytest.mark.parametrize("dtype, top", [(np.uint16, 4000), (np.uint8, 255), (np.float32, 1.0)])
 def test_editor_image_is_stretched_as_the_overlay(harness, admin, experiment, dtype, top):
-    from shared.model.preprocess import normalize
+    from shared.domain.model.preprocess import normalize
 
     rng = np.random.default_rng(3)
     pixels = (rng.random((30, 40)) * top * 0.3).astype(dtype)

@@ -14,9 +14,9 @@ from roifile import ROI_OPTIONS, ROI_TYPE, ImagejRoi, roiwrite
 from skimage.draw import ellipse as draw_ellipse
 from skimage.draw import polygon as draw_polygon
 
-from shared.db.models import Label
-from shared.imageio import decode
-from shared.labels.raster import Outlines
+from shared.infra.db.tables import Label
+from shared.domain.imaging.imageio import decode
+from shared.domain.labels.raster import Outlines
 from tests.support.api import png_bytes
 
 HEIGHT, WIDTH = 48, 64  # not square, so that x and y cannot be swapped unseen

@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 
 from services.api import create_app
-from shared.db.models import JobStatus, TrainingRun
+from shared.infra.db.tables import JobStatus, TrainingRun
 from tests.support.api import nuclei_image, png_bytes
 from tests.test_web_pages import sign_in
 

@@ -10,8 +10,8 @@ LEASE = 2
 
 
 def test_a_held_lease_outlives_its_length_and_ends_with_the_block(use_settings, tmp_path):
-    from shared import jobs
-    from shared.db.migrate import upgrade
+    from shared.infra import jobs
+    from shared.infra.db.migrate import upgrade
 
     upgrade(use_settings(tmp_path, job_lease_seconds=LEASE).resolved_database_url)
     _, job_id = seed_job(b"slow image", enqueue=False)
@@ -26,8 +26,8 @@ def test_a_held_lease_outlives_its_length_and_ends_with_the_block(use_settings, 
 
 
 def test_a_lease_taken_over_by_another_worker_is_not_renewed(use_settings, tmp_path):
-    from shared import jobs
-    from shared.db.migrate import upgrade
+    from shared.infra import jobs
+    from shared.infra.db.migrate import upgrade
 
     upgrade(use_settings(tmp_path, job_lease_seconds=LEASE).resolved_database_url)
     _, job_id = seed_job(b"taken over", enqueue=False)
@@ -40,8 +40,8 @@ def test_a_lease_taken_over_by_another_worker_is_not_renewed(use_settings, tmp_p
 
 
 def test_a_worker_busy_past_the_longest_job_is_taken_to_hang(use_settings, tmp_path):
-    from shared import jobs
-    from shared.db.migrate import upgrade
+    from shared.infra import jobs
+    from shared.infra.db.migrate import upgrade
 
     upgrade(use_settings(tmp_path, job_lease_seconds=LEASE).resolved_database_url)
     _, job_id = seed_job(b"hangs", enqueue=False)

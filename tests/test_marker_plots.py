@@ -8,8 +8,8 @@ import numpy as np
 
 from services.api.queries import ResultFilters
 from services.api.web import marker_plots
-from shared import jobs
-from shared.db.models import Experiment, Image
+from shared.infra import jobs
+from shared.infra.db.tables import Experiment, Image
 from tests.support.api import nuclei_image
 from tests.test_web_pages import sign_in
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from shared.cellprofiler import rename_columns, rename_csv_header
-from shared.measure import COLUMNS, measure_columns, measure_nuclei
+from shared.domain.cellprofiler import rename_columns, rename_csv_header
+from shared.domain.measurement import COLUMNS, measure_columns, measure_nuclei
 
 
 def synthetic() -> tuple[np.ndarray, np.ndarray]:
@@ -91,11 +91,11 @@ def test_the_worker_stores_every_channel_and_microns(use_settings, tmp_path):
     from sqlalchemy import select, update
 
     from services.worker.pipeline import process
-    from shared.db.migrate import upgrade
-    from shared.db.models import Image, Nucleus, Result
-    from shared.db.session import session_scope
-    from shared.jobs import write_scope
-    from shared.storage import get_store
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.tables import Image, Nucleus, Result
+    from shared.infra.db.session import session_scope
+    from shared.infra.db.session import write_scope
+    from shared.infra.storage import get_store
     from tests.support.pipeline import seed_job
     from tests.support.channels import ome_tiff, two_channel_planes
 

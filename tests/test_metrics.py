@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from shared.metrics import (average_precision, count_error, dsb_score, iou_matrix, pixel_iou, score_image,
+from shared.domain.accuracy import (average_precision, count_error, dsb_score, iou_matrix, pixel_iou, score_image,
                             summarize)
 
 

@@ -65,8 +65,8 @@ def test_worker_serves_its_own_metrics(metered_stack, finished_result):
 
 
 def test_production_config_sends_events_for_flower():
-    from shared.config import Settings
-    from shared.queue import celery_config
+    from shared.infra.settings import Settings
+    from shared.infra.queue import celery_config
 
     config = celery_config(Settings(broker_url="redis://127.0.0.1:6379/0"))
     assert config["worker_send_task_events"] and config["task_send_sent_event"]

@@ -17,8 +17,8 @@ NUCLEUS = Path(sys.executable).parent / "nucleus"
 
 
 def schema_differences(url: str) -> list:
-    from shared.db.models import Base
-    from shared.db.session import make_engine
+    from shared.infra.db.tables import Base
+    from shared.infra.db.session import make_engine
 
     engine = make_engine(url)
     try:
@@ -37,7 +37,7 @@ def empty_postgres(pg_url):
 
 
 def test_upgrade_empty_sqlite_matches_models(tmp_path):
-    from shared.db.migrate import current_revision, head_revision, upgrade
+    from shared.infra.db.migrate import current_revision, head_revision, upgrade
 
     url = f"sqlite:///{tmp_path / 'new' / 'nucleus.db'}"  # the folder does not exist yet
     upgrade(url)
@@ -47,7 +47,7 @@ def test_upgrade_empty_sqlite_matches_models(tmp_path):
 
 
 def test_upgrade_empty_postgres_matches_models(empty_postgres):
-    from shared.db.migrate import current_revision, head_revision, upgrade
+    from shared.infra.db.migrate import current_revision, head_revision, upgrade
 
     upgrade(empty_postgres)
     assert current_revision(empty_postgres) == head_revision()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.worker.models import ModelCache
-from shared import registry
-from shared.config import Settings, get_settings
-from shared.db.migrate import upgrade
-from shared.jobs import write_scope
-from shared.storage import get_store
+from services.worker.model_cache import ModelCache
+from shared.infra import registry
+from shared.infra.settings import Settings, get_settings
+from shared.infra.db.migrate import upgrade
+from shared.infra.db.session import write_scope
+from shared.infra.storage import get_store
 
 
 def _two_versions() -> tuple[str, str]:

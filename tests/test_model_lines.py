@@ -16,8 +16,8 @@ from tests.test_resegment import sign_in
 @pytest.fixture
 def two_labs(use_settings, tmp_path, dsb_samples):
     """Projects `alpha` and `beta`, each with one segmented image; `alpha` with two labelled images."""
-    from shared.config import get_settings
-    from shared.db.migrate import upgrade
+    from shared.infra.settings import get_settings
+    from shared.infra.db.migrate import upgrade
 
     use_settings(tmp_path, **lines.no_base_set(tmp_path), **lines.TINY_TRAINING)
     upgrade()
@@ -51,9 +51,9 @@ def active_listed(admin, project: str | None = None) -> list[str]:
 
 
 def test_a_promotion_in_one_project_changes_only_its_results(two_labs):
-    from services.worker.models import model_cache
-    from shared.db.models import Result
-    from shared.db.session import session_scope
+    from services.worker.model_cache import model_cache
+    from shared.infra.db.tables import Result
+    from shared.infra.db.session import session_scope
 
     harness, labs = two_labs
     shipped = lines.shipped_version()
@@ -127,7 +127,7 @@ def test_upgrading_a_database_in_use_keeps_every_project_on_its_version(tmp_path
     whole instance, results and their nuclei survive the table copies, and an image may then get a second job."""
     import sqlalchemy as sa
 
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     upgrade(url, "0002")
@@ -163,10 +163,10 @@ def test_upgrading_a_database_in_use_keeps_every_project_on_its_version(tmp_path
 def test_enough_new_labels_start_a_run_in_their_own_project(use_settings, tmp_path):
     from sqlalchemy import func
 
-    from shared.config import get_settings
-    from shared.db.migrate import upgrade
-    from shared.db.models import Project, TrainingRun
-    from shared.db.session import session_scope
+    from shared.infra.settings import get_settings
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.tables import Project, TrainingRun
+    from shared.infra.db.session import session_scope
     from services.api.training_runs import start_run_if_enough_labels
 
     use_settings(tmp_path, auto_train_after_labels=2)

@@ -13,8 +13,8 @@ import tifffile
 from PIL import Image
 from skimage.draw import disk, polygon
 
-from shared.measure import measure_nuclei
-from shared.outputs import (measurements_by_label, nuclei_csv, nucleus_outlines, ome_tiff_labels, overlay_png,
+from shared.domain.measurement import measure_nuclei
+from shared.domain.outputs import (measurements_by_label, nuclei_csv, nucleus_outlines, ome_tiff_labels, overlay_png,
                             qupath_geojson, roiset_zip)
 
 
@@ -128,6 +128,6 @@ def test_overlay_png_reads_back_in_pil_with_outlines_drawn(labels):
 
 def test_the_command_line_names_the_same_label_formats_as_the_library():
     from nucleus.commands import segment
-    from shared import outputs
+    from shared.domain import outputs
 
     assert segment.LABEL_FORMATS == {fmt: name for fmt, (name, _media) in outputs.LABEL_FORMATS.items()}

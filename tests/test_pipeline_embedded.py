@@ -12,7 +12,7 @@ SETTINGS = {"job_lease_seconds": 30, **weights_overrides()}
 
 @pytest.fixture(scope="module")
 def embedded_dir(tmp_path_factory):
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     data_dir = tmp_path_factory.mktemp("embedded-pipeline")
     upgrade(f"sqlite:///{data_dir / 'nucleus.db'}")
@@ -32,7 +32,7 @@ def embedded(use_settings, embedded_dir):
 
 
 def test_worker_segments_a_real_image(embedded, worker, dsb_samples):
-    from shared.storage import get_store
+    from shared.infra.storage import get_store
 
     sample = dsb_samples[0]
     image_id, job_id = seed_job(dsb_bytes(sample), filename=sample.path.name)
@@ -55,8 +55,8 @@ def test_lost_message_is_recovered_by_the_sweeper(embedded, worker, dsb_samples)
 
     from sqlalchemy import update
 
-    from shared.db.models import Job, utcnow
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Job, utcnow
+    from shared.infra.db.session import session_scope
     from services.sweeper import sweep_once
 
     # a job whose message never reached the broker, created longer than a lease ago

@@ -16,7 +16,7 @@ from tests.support.wait import wait_for
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, pg_url, redis_url, moto):
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     upgrade(pg_url)
     proxy = TcpProxy(moto.port)

@@ -34,7 +34,7 @@ def private_postgres():
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request, use_settings, tmp_path):
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     url = request.getfixturevalue("private_postgres") if request.param == "postgresql" else None
     use_settings(tmp_path, database_url=url, job_lease_seconds=60)
@@ -43,7 +43,7 @@ def database(request, use_settings, tmp_path):
 
 
 def test_claim_complete_and_second_delivery(database):
-    from shared import jobs
+    from shared.infra import jobs
 
     image_id, job_id = seed_job(b"bytes", enqueue=False)
     claimed = jobs.claim(job_id, "w1@h", lease_seconds=60)
@@ -61,7 +61,7 @@ def test_claim_complete_and_second_delivery(database):
 
 
 def test_failed_is_final_and_release_requeues(database):
-    from shared import jobs
+    from shared.infra import jobs
 
     _, job_id = seed_job(b"bytes", enqueue=False)
     assert jobs.claim(job_id, "w1@h", lease_seconds=60)
@@ -75,9 +75,9 @@ def test_failed_is_final_and_release_requeues(database):
 
 
 def test_stale_jobs_are_requeued_once(database):
-    from shared import jobs
-    from shared.db.models import Job, utcnow
-    from shared.db.session import session_scope
+    from shared.infra import jobs
+    from shared.infra.db.tables import Job, utcnow
+    from shared.infra.db.session import session_scope
 
     _, fresh = seed_job(b"fresh", enqueue=False)
     _, never_sent = seed_job(b"never-sent", enqueue=False)
@@ -99,9 +99,9 @@ def test_stale_jobs_are_requeued_once(database):
 
 
 def test_an_image_that_keeps_killing_its_worker_fails_after_three_interruptions(database):
-    from shared import jobs
-    from shared.db.models import Job, utcnow
-    from shared.db.session import session_scope
+    from shared.infra import jobs
+    from shared.infra.db.tables import Job, utcnow
+    from shared.infra.db.session import session_scope
 
     _, hung = seed_job(b"hangs-its-worker", enqueue=False)
     _, orphaned = seed_job(b"kills-its-worker", enqueue=False)
@@ -121,7 +121,7 @@ def test_an_image_that_keeps_killing_its_worker_fails_after_three_interruptions(
         assert jobs.claim(job_id, "w9@h", lease_seconds=60) is None  # failed is final
 
 def test_queue_depth_counts_waiting_messages(use_settings, tmp_path):
-    from shared.queue import enqueue_segment, queue_depth
+    from shared.infra.queue import enqueue_segment, queue_depth
 
     use_settings(tmp_path)
     assert queue_depth("segment") == 0

@@ -20,7 +20,7 @@ LEASE_SECONDS = 20
 
 @pytest.fixture(scope="module")
 def production_settings(pg_url, redis_url, moto) -> dict:
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     upgrade(pg_url)
     return {"database_url": pg_url, "broker_url": redis_url, "s3_endpoint": moto.endpoint,
@@ -54,7 +54,7 @@ def production(use_settings, tmp_path, production_settings):
 
 
 def test_worker_segments_a_real_image(production, worker, dsb_samples):
-    from shared.storage import get_store
+    from shared.infra.storage import get_store
 
     sample = dsb_samples[0]
     _, job_id = seed_job(dsb_bytes(sample), filename=sample.path.name)
@@ -70,7 +70,7 @@ def test_worker_segments_a_real_image(production, worker, dsb_samples):
 
 
 def test_second_delivery_writes_nothing(production, worker, dsb_samples):
-    from shared.queue import enqueue_segment, queue_depth
+    from shared.infra.queue import enqueue_segment, queue_depth
 
     _, job_id = seed_job(dsb_bytes(dsb_samples[1]))
     enqueue_segment(job_id)  # the same job delivered twice

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from services.api.queries import ResultFilters, area_histogram, counts_by_condition, mean_count_by_well, result_for
-from shared.db.models import Experiment, Image
+from shared.infra.db.tables import Experiment, Image
 from tests.support.api import nuclei_image
 
 

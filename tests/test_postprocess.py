@@ -2,8 +2,8 @@
 import numpy as np
 from skimage.draw import disk
 
-from shared.model.targets import contact_zone, instance_targets
-from shared.postprocess import PostprocessSettings, classical, connected_components, instances
+from shared.domain.model.targets import contact_zone, instance_targets
+from shared.domain.segmentation.postprocess import PostprocessSettings, classical, connected_components, instances
 
 
 def touching_pair(shape=(80, 120)):

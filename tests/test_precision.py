@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from shared.imageio import read_image
-from shared.metrics import average_precision
-from shared.model import precision
-from shared.model.segmenter import Segmenter
+from shared.domain.imaging.imageio import read_image
+from shared.domain.accuracy import average_precision
+from shared.domain.model import precision
+from shared.domain.model.segmenter import Segmenter
 
 
 def test_precision_names_are_checked():

@@ -8,8 +8,8 @@ import hashlib
 
 import pytest
 
-from shared import registry
-from shared.db.models import Job, ModelVersion
+from shared.infra import registry
+from shared.infra.db.tables import Job, ModelVersion
 from tests.support.api import csrf_from, nuclei_image
 
 OLD, NEW = "nucleus-reseg-0000aaaa", "nucleus-reseg-0000bbbb"

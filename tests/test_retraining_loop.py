@@ -23,7 +23,7 @@ from tests.support.wait import wait_for
 from tests.support.api import png_bytes
 
 # A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops. The base
-# set is as large as the trainer needs to fit the new version's size model (shared.model.size.MIN_FIT_IMAGES).
+# set is as large as the trainer needs to fit the new version's size model (shared.domain.model.size.MIN_FIT_IMAGES).
 BASE_IMAGES = 50
 TINY_BUDGET = dict(training_steps_per_epoch=2, training_base_limit=BASE_IMAGES, training_validation_limit=3,
                    training_crop=96, training_batch=2)
@@ -129,7 +129,7 @@ def loop(client, stack, dsb_samples):
 
 
 def test_a_forced_run_publishes_a_version_that_the_next_job_reports(client, stack, loop, dsb_samples):
-    from shared.model.segmenter import fine_tuning_config, shipped_weights_path
+    from shared.domain.model.segmenter import fine_tuning_config, shipped_weights_path
 
     run = loop["run"]
     assert run["version"] and run["version"] != loop["shipped"]

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.imageio import read_image
-from shared.model import runtime
-from shared.model.segmenter import Segmenter
+from shared.domain.imaging.imageio import read_image
+from shared.domain.model import runtime
+from shared.domain.model.segmenter import Segmenter
 
 
 def test_runtime_names_are_checked():

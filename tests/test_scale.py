@@ -4,11 +4,11 @@ import pytest
 from skimage.draw import disk
 from skimage.transform import rescale
 
-from shared.datasets import LabelledImage
-from shared.imageio import read_image
-from shared.model import scale
-from shared.model.segmenter import Segmenter, fine_tuning_config
-from shared.training import prepare
+from shared.domain.datasets.labelled import LabelledImage
+from shared.domain.imaging.imageio import read_image
+from shared.domain.model import scale
+from shared.domain.model.segmenter import Segmenter, fine_tuning_config
+from shared.domain.training.loop import prepare
 from tests.support.weights import shipped_weights
 
 

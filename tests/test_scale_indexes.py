@@ -22,7 +22,7 @@ SCANNED = re.compile(r"Seq Scan on (images|results|nuclei)\b")
 
 def dispose(url: str) -> None:
     """Close the pooled connections to `url` (before its database is dropped)."""
-    from shared.db.session import get_engine
+    from shared.infra.db.session import get_engine
 
     get_engine(url).dispose()
 
@@ -60,7 +60,7 @@ def api(harness):
 @contextmanager
 def statements(url: str):
     """The SELECTs sent on `url`'s engine meanwhile: (sql, parameters, streamed)."""
-    from shared.db.session import get_engine
+    from shared.infra.db.session import get_engine
 
     engine, seen = get_engine(url), []
 
@@ -76,7 +76,7 @@ def statements(url: str):
 
 
 def plans(url: str, seen) -> list[str]:
-    from shared.db.session import get_engine
+    from shared.infra.db.session import get_engine
 
     result = []
     with get_engine(url).connect() as conn:

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from shared.db.models import WebSession
+from shared.infra.db.tables import WebSession
 from tests.support.api import csrf_from
 
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from skimage.transform import rescale
 
-from shared.datasets import LabelledImage, default_dsb_dir, load
-from shared.imageio import read_image, read_labels
-from shared.model import scale, size
-from shared.model.preprocess import normalize
-from shared.model.segmenter import Segmenter, export_weights, shipped_weights_path, weights_version
+from shared.domain.datasets.labelled import LabelledImage, default_dsb_dir, load
+from shared.domain.imaging.imageio import read_image, read_labels
+from shared.domain.model import scale, size
+from shared.domain.model.preprocess import normalize
+from shared.domain.model.segmenter import Segmenter, export_weights, shipped_weights_path, weights_version
 from tests.support import data
 
 

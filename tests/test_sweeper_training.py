@@ -5,10 +5,10 @@ from datetime import timedelta
 
 
 def test_lost_training_run_message_is_resent_once_per_lease(use_settings, tmp_path):
-    from shared.db.migrate import upgrade
-    from shared.db.models import JobStatus, TrainingRun, utcnow
-    from shared.db.session import session_scope
-    from shared.queue import queue_depth
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.tables import JobStatus, TrainingRun, utcnow
+    from shared.infra.db.session import session_scope
+    from shared.infra.queue import queue_depth
     from services.sweeper import sweep_training_runs
 
     use_settings(tmp_path, job_lease_seconds=60)

@@ -167,7 +167,7 @@ def test_label_uploads_are_limited(harness, experiment):
 
 
 def test_training_runs_are_limited(harness):
-    from shared.db.models import TrainingRun
+    from shared.infra.db.tables import TrainingRun
 
     app = make_app(harness, training_run_rate="2/hour")
     client = app.test_client()

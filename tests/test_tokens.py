@@ -46,9 +46,9 @@ def test_unknown_role_is_refused(tmp_path):
 
 
 def test_verify_token_rules(use_settings, tmp_path):
-    from shared.auth import create_token, list_tokens, revoke_token, verify_token
-    from shared.db.migrate import upgrade
-    from shared.db.session import session_scope
+    from shared.infra.auth import create_token, list_tokens, revoke_token, verify_token
+    from shared.infra.db.migrate import upgrade
+    from shared.infra.db.session import session_scope
 
     use_settings(tmp_path)
     upgrade()

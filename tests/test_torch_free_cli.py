@@ -1,4 +1,4 @@
-"""Segmenting from a warm graph cache without torch (shared.model.onnx_inference): the same labels as the torch
+"""Segmenting from a warm graph cache without torch (shared.domain.model.onnx_inference): the same labels as the torch
 Segmenter running the same ONNX graphs, and a second `nucleus segment` process that never imports torch."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import tifffile
 import torch
 
-from shared.imageio import read_image
-from shared.model import onnx_inference, scale
-from shared.model.segmenter import Segmenter
-from shared.postprocess import instances
+from shared.domain.imaging.imageio import read_image
+from shared.domain.model import onnx_inference, scale
+from shared.domain.model.segmenter import Segmenter
+from shared.domain.segmentation.postprocess import instances
 
 ROOT = Path(__file__).resolve().parents[1]
 

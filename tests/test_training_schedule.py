@@ -1,7 +1,7 @@
 """The learning-rate schedule (warm-up, cosine decay, the shipped recipe's warm restarts) and the loss."""
 import pytest
 
-from shared.training import TrainConfig, learning_rate
+from shared.domain.training.loop import TrainConfig, learning_rate
 
 
 def test_one_cycle_warms_up_then_decays_to_two_percent():
@@ -31,7 +31,7 @@ def test_mistakes_where_nuclei_touch_cost_more_with_a_contact_weight():
     import numpy as np
     import torch
 
-    from shared.training import loss_fn, training_targets
+    from shared.domain.training.loop import loss_fn, training_targets
 
     labels = np.zeros((32, 48), np.uint16)
     labels[8:24, 6:22], labels[8:24, 22:38] = 1, 2  # two nuclei sharing an edge at column 22
@@ -54,8 +54,8 @@ def test_crops_are_drawn_from_each_image_type_as_often_as_its_weight_says():
 
     import numpy as np
 
-    from shared.datasets import LabelledImage
-    from shared.training import batches, prepare
+    from shared.domain.datasets.labelled import LabelledImage
+    from shared.domain.training.loop import batches, prepare
 
     image = np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)
     empty = LabelledImage("no-nuclei", image, np.zeros((64, 64), np.uint16), "fluorescence")

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from nucleus.commands.up import child_commands, child_environment, wants_json
-from shared.logs import JsonFormatter, PlainFormatter, bind_job
+from shared.infra.logs import JsonFormatter, PlainFormatter, bind_job
 from tests.support.env import service_env
 from tests.support.net import free_port
 from tests.support.pipeline import weights_overrides

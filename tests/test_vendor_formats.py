@@ -1,4 +1,4 @@
-"""Real Nikon ND2 and Leica LIF files through shared.reading.read_picture, as `nucleus segment` (a path) and an
+"""Real Nikon ND2 and Leica LIF files through shared.domain.imaging.reading.read_picture, as `nucleus segment` (a path) and an
 upload (bytes) use it: channel names from the metadata, shape, dtype, the file's pixel size, the nuclear channel
 by name and by index, and the refusal that lists the channels when none is chosen.
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.imageio import ImageError
-from shared.read_options import OptionError, ReadOptions
-from shared.reading import probe, read_picture
+from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.read_options import OptionError, ReadOptions
+from shared.domain.imaging.reading import probe, read_picture
 
 SAMPLES = Path(os.environ.get("NUCLEUS_VENDOR_SAMPLES") or Path(__file__).parent / "data" / "vendor")
 ND2_NAMES = ["5-FAM/pH 9.0", "FM 4-64/2% CHAPS"]

@@ -8,8 +8,8 @@ measured, factor to each view.
 import numpy as np
 import pytest
 
-from shared.imageio import read_image
-from shared.model.segmenter import Segmenter
+from shared.domain.imaging.imageio import read_image
+from shared.domain.model.segmenter import Segmenter
 from tests.support.weights import shipped_weights
 
 AS_THEY_COME = shipped_weights(diameter=None)

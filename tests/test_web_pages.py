@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 
-from shared.db.models import Image
+from shared.infra.db.tables import Image
 from tests.support.api import csrf_from, nuclei_image
 
 
@@ -131,7 +131,7 @@ def test_pages_keep_projects_apart(harness):
 
 
 def test_logout_and_revocation_end_the_session(harness):
-    from shared.auth import revoke_token, verify_token
+    from shared.infra.auth import revoke_token, verify_token
 
     client, csrf = sign_in(harness)
     assert client.post("/logout", data={"csrf_token": csrf}).status_code == 303

@@ -3,8 +3,8 @@ training, and `nucleus train --init` widens narrower weights when asked for a wi
 import pytest
 import torch
 
-from shared.model.unet import UNet
-from shared.model.widen import widen
+from shared.domain.model.unet import UNet
+from shared.domain.model.widen import widen
 
 
 def _trained_like(base: int) -> UNet:

@@ -1,4 +1,4 @@
-"""The initial schema: every table of shared/db/models.py as of issue 2.
+"""The initial schema: every table of shared/infra/db/tables.py as of issue 2.
 
 Revision ID: 0001
 Revises:

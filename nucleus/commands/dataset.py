@@ -1,5 +1,5 @@
 """`nucleus dataset import|list|build`: the base training set and its fixed validation split in the object store, where
-a trainer without ../shared/data (a pip or docker deployment) finds them (shared.base_set)."""
+a trainer without ../shared/data (a pip or docker deployment) finds them (shared.infra.base_set)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +24,8 @@ def dataset():
 def import_(folder, name, validation_split, data_dir):
     """Store FOLDER (images/ + labels/, or the DSB competition layout) as the set NAME. Running it again uploads
     only what changed."""
-    from shared.base_set import import_set
-    from shared.storage import StorageUnavailable, get_store
+    from shared.infra.base_set import import_set
+    from shared.infra.storage import StorageUnavailable, get_store
 
     apply_data_dir(data_dir)
     validation = None
@@ -48,8 +48,8 @@ def import_(folder, name, validation_split, data_dir):
 @data_dir_option
 def list_(data_dir):
     """The sets in the object store."""
-    from shared.base_set import read_manifest, stored_names
-    from shared.storage import get_store
+    from shared.infra.base_set import read_manifest, stored_names
+    from shared.infra.storage import get_store
 
     apply_data_dir(data_dir)
     store = get_store()
@@ -68,7 +68,7 @@ def list_(data_dir):
               help="A new (or empty) folder for images/, labels/ and index.csv (each image's source, kind and split).")
 def build(sources, out):
     """Rebuild the multi-source training set from the folders named (docs/DATA_CARD.md lists the sources)."""
-    from shared.sources import CONVERTERS, build_training_set
+    from shared.domain.datasets.sources import CONVERTERS, build_training_set
 
     pairs = []
     for text in sources:

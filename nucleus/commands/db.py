@@ -11,7 +11,7 @@ def apply_data_dir(data_dir: str | None) -> None:
     """Make this process use DIR the way `nucleus up --data-dir DIR` does (absolute NUCLEUS_DATA_DIR)."""
     if data_dir:
         os.environ["NUCLEUS_DATA_DIR"] = str(Path(data_dir).expanduser().resolve())
-        from shared.config import reload_settings
+        from shared.infra.settings import reload_settings
 
         reload_settings()
 
@@ -30,7 +30,7 @@ def db():
 @data_dir_option
 def upgrade(database_url, data_dir):
     """Create or migrate the database to the newest schema."""
-    from shared.db.migrate import current_revision, upgrade as run_upgrade
+    from shared.infra.db.migrate import current_revision, upgrade as run_upgrade
 
     apply_data_dir(data_dir)
     run_upgrade(database_url)
@@ -42,7 +42,7 @@ def upgrade(database_url, data_dir):
 @data_dir_option
 def current(database_url, data_dir):
     """Print the database's schema revision and the newest one shipped."""
-    from shared.db.migrate import current_revision, head_revision
+    from shared.infra.db.migrate import current_revision, head_revision
 
     apply_data_dir(data_dir)
     click.echo(f"current: {current_revision(database_url) or '(empty)'}  head: {head_revision()}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shared.config import DEFAULT_VIEWS, PRECISIONS, RUNTIMES, VIEWS
+from shared.domain.model.options import DEFAULT_VIEWS, PRECISIONS, RUNTIMES, VIEWS
 
 
 @click.command()
@@ -30,10 +30,10 @@ def evaluate(data: Path, weights: Path | None, validation_split: bool, as_json: 
     """Print mean pixel IoU, AP at IoU 0.5, the DSB score and count error, overall and per image type."""
     from tqdm import tqdm
 
-    from shared.datasets import iter_labelled, list_names, validation_names
-    from shared.evaluation import evaluate as run, format_table
-    from shared.metrics import as_rows
-    from shared.model.segmenter import Segmenter
+    from shared.domain.datasets.labelled import iter_labelled, list_names, validation_names
+    from shared.domain.evaluation import evaluate as run, format_table
+    from shared.domain.accuracy import as_rows
+    from shared.domain.model.segmenter import Segmenter
 
     names = list_names(data)
     if validation_split:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import click
 
-from shared.read_options import READ_HELP, ReadOptions, check_pixel_size, parse_channel, parse_scene, parse_z
+from shared.domain.imaging.read_options import READ_HELP, ReadOptions, check_pixel_size, parse_channel, parse_scene, parse_z
 
 SUMMARY_COLUMNS = ("image", "path", "width", "height", "count", "area_mean", "area_median", "area_min", "area_max",
                    "model_version", "error")
 # What a folder is searched for (case-insensitive); a file named on the command line is read whatever its name.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".czi", ".nd2", ".lif")
 IMAGE_FOLDER_SUFFIXES = (".zarr",)  # an OME-Zarr image is a folder
-# --format names, as shared.outputs.LABEL_FORMATS has them (not imported here: it needs numpy)
+# --format names, as shared.domain.outputs.LABEL_FORMATS has them (not imported here: it needs numpy)
 LABEL_FORMATS = {"tif": "labels.tif", "roiset": "RoiSet.zip", "geojson": "nuclei.geojson",
                  "ome-tiff": "labels.ome.tif"}
 
@@ -124,11 +124,11 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
 
     from tqdm import tqdm
 
-    from shared.config import get_settings
-    from shared.imageio import ImageError
-    from shared.measure import area_summary, measure_columns, measure_nuclei
-    from shared.read_options import channel_columns
-    from shared.reading import probe, read_picture
+    from shared.infra.settings import get_settings
+    from shared.domain.imaging.imageio import ImageError
+    from shared.domain.measurement import area_summary, measure_columns, measure_nuclei
+    from shared.domain.imaging.read_options import channel_columns
+    from shared.domain.imaging.reading import probe, read_picture
 
     settings = get_settings()
     reading = ReadOptions(channel=channel, z=z, t=t, scene=scene, pixel_size_um=pixel_size)
@@ -145,7 +145,7 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
         click.echo(f"no image could be read as asked; nothing segmented (summary in {out})", err=True)
         raise SystemExit(1)
 
-    from shared.model.onnx_inference import load_segmenter
+    from shared.domain.model.onnx_inference import load_segmenter
 
     segmenter = load_segmenter(weights, settings, device=device)
     rows, failures = [], 0
@@ -183,7 +183,7 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
 
 
 def _write_summary(out: Path, rows: list[dict]) -> None:
-    from shared.spreadsheet import inert
+    from shared.domain.spreadsheet import inert
 
     with (out / "summary.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
@@ -193,8 +193,8 @@ def _write_summary(out: Path, rows: list[dict]) -> None:
 
 def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], leading: dict,
                   pixel_size_um: float | None, measured: list[str] = (), columns: str = "native") -> None:
-    from shared import outputs
-    from shared.cellprofiler import rename_csv_header
+    from shared.domain import outputs
+    from shared.domain.cellprofiler import rename_csv_header
 
     table = outputs.nuclei_csv(nuclei, leading, measured)
     paths["nuclei_csv"].write_text(table if columns == "native" else rename_csv_header(table, columns))
@@ -206,8 +206,8 @@ def write_outputs(paths: dict[str, Path], image, labels, nuclei: list[dict], lea
 
 
 def _checked(parse, value):
-    """A reading option checked with shared.read_options, its refusal shown as click's usage error."""
-    from shared.image_errors import ImageError
+    """A reading option checked with shared.domain.imaging.read_options, its refusal shown as click's usage error."""
+    from shared.domain.imaging.errors import ImageError
 
     try:
         return parse(value)

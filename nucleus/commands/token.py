@@ -7,11 +7,11 @@ import click
 
 from nucleus.commands.db import apply_data_dir, data_dir_option
 
-ROLE_CHOICES = ("viewer", "uploader", "admin")  # shared.auth.ROLES, without importing the database layer here
+ROLE_CHOICES = ("viewer", "uploader", "admin")  # shared.infra.auth.ROLES, without importing the database layer here
 
 
 def _prepare(data_dir: str | None) -> None:
-    from shared.db.migrate import upgrade
+    from shared.infra.db.migrate import upgrade
 
     apply_data_dir(data_dir)
     upgrade()  # a fresh data directory gets its schema; an up-to-date one is left alone
@@ -29,8 +29,8 @@ def token():
 @data_dir_option
 def create(name, role, project, data_dir):
     """Create a token and print it (the last line of output). It is shown only this once."""
-    from shared.auth import create_token
-    from shared.jobs import write_scope
+    from shared.infra.auth import create_token
+    from shared.infra.db.session import write_scope
 
     _prepare(data_dir)
     with write_scope() as session:
@@ -45,8 +45,8 @@ def create(name, role, project, data_dir):
 @data_dir_option
 def list_(as_json, data_dir):
     """List tokens (never the tokens themselves)."""
-    from shared.auth import list_tokens
-    from shared.db.session import session_scope
+    from shared.infra.auth import list_tokens
+    from shared.infra.db.session import session_scope
 
     _prepare(data_dir)
     with session_scope() as session:
@@ -68,8 +68,8 @@ def list_(as_json, data_dir):
 @data_dir_option
 def revoke(token_id, data_dir):
     """Revoke a token by its id (from `nucleus token list`)."""
-    from shared.auth import revoke_token
-    from shared.jobs import write_scope
+    from shared.infra.auth import revoke_token
+    from shared.infra.db.session import write_scope
 
     _prepare(data_dir)
     with write_scope() as session:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from shared.augmentation import TRANSFORMS
-from shared.config import PRECISIONS
-from shared.training import TrainConfig
+from shared.domain.training.augmentation import TRANSFORMS
+from shared.domain.model.options import PRECISIONS
+from shared.domain.training.loop import TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -46,7 +46,7 @@ def step_options(at: str, event: str, value: str, value_type: type, value_help: 
               multiple=True, help="How often crops are drawn from images of a type (the recipe: "
                    f"{', '.join(f'{k} {w:g}' for k, w in DEFAULTS.kind_weights)}); repeat for several types.")
 @click.option("--augment", type=(click.Choice(TRANSFORMS), click.FloatRange(0, 1)), multiple=True,
-              help="A robustness transform and the share of crops it is applied to (shared.augmentation), on top of "
+              help="A robustness transform and the share of crops it is applied to (shared.domain.training.augmentation), on top of "
                    "the recipe's; repeat for several, e.g. --augment stain 0.5 --augment noise 0.2 (default: none).")
 @click.option("--diameter", type=float, default=DEFAULTS.diameter, show_default=True,
               help="Resize each image so its median nucleus is this many pixels across (0: as they come).")
@@ -83,10 +83,10 @@ def train(data, out, steps, batch, crop, lr, restart_at, restart_lr, contact_wei
     """Train; rerun the same command to resume from OUT/last.pt."""
     from tqdm import tqdm
 
-    from shared.datasets import default_dsb_dir, iter_labelled, list_names, validation_names
-    from shared.model.segmenter import export_weights
-    from shared.model.size import MIN_FIT_IMAGES
-    from shared.training import compact_checkpoint, train as run
+    from shared.domain.datasets.labelled import default_dsb_dir, iter_labelled, list_names, validation_names
+    from shared.domain.model.segmenter import export_weights
+    from shared.domain.model.size import MIN_FIT_IMAGES
+    from shared.domain.training.loop import compact_checkpoint, train as run
 
     fine_tuning = init_weights is not None
     restarts = _schedule(restart_at, restart_lr, DEFAULTS.restarts, fine_tuning, "--restart-at", "--restart-lr")

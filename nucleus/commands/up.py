@@ -73,9 +73,9 @@ def first_admin_token() -> str | None:
     """An admin token when the instance has none yet (a new data directory); else None."""
     from sqlalchemy import func, select
 
-    from shared.auth import create_token, ensure_default_project
-    from shared.db.models import Token
-    from shared.jobs import write_scope
+    from shared.infra.auth import create_token, ensure_default_project
+    from shared.infra.db.tables import Token
+    from shared.infra.db.session import write_scope
 
     with write_scope() as session:
         ensure_default_project(session)
@@ -96,13 +96,13 @@ def first_admin_token() -> str | None:
                    "$NUCLEUS_LOG_JSON or JSON).")
 def up(port, data_dir, workers, host, log_format):
     """Run API, workers, trainer and sweeper in the foreground until Ctrl-C."""
-    from shared.config import reload_settings
-    from shared.db.migrate import current_revision, upgrade
-    from shared.logs import configure_logging
+    from shared.infra.settings import reload_settings
+    from shared.infra.db.migrate import current_revision, upgrade
+    from shared.infra.logs import configure_logging
 
     from nucleus.supervisor import Supervisor
 
-    from shared.private import DIR_MODE, private_dir, use_private_umask
+    from shared.infra.private import DIR_MODE, private_dir, use_private_umask
 
     use_private_umask()  # everything this process and its children create is the service user's alone
     data_dir = Path(data_dir or os.environ.get("NUCLEUS_DATA_DIR") or "./nucleus-data").expanduser().resolve()
@@ -131,7 +131,7 @@ def up(port, data_dir, workers, host, log_format):
         log.warning("running as root: every process of the service has superuser privileges")
     token = first_admin_token()
     if settings.s3_endpoint:
-        from shared.storage import get_store
+        from shared.infra.storage import get_store
 
         get_store().ensure_bucket()
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from shared.config import Settings, get_settings
-from shared.storage import make_store
+from shared.infra.settings import Settings, get_settings
+from shared.infra.storage import make_store
 
 # A request may carry several files, each up to settings.max_upload_bytes (checked per file); this
 # bounds the request as a whole.
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from services.api.headers import register_security_headers
     from services.api.health import health
     from services.api.limits import init_limits
-    from services.api.metrics import metrics
+    from services.api.prometheus import prometheus
     from services.api.rest import api
     from services.api.secret import load_secret_key
     from services.api.web import web
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     register_security_headers(app, settings)
     app.register_blueprint(health)
-    app.register_blueprint(metrics)
+    app.register_blueprint(prometheus)
     app.register_blueprint(api)
     app.register_blueprint(web)
     init_limits(app, settings)  # after the blueprints: it wraps their heavy routes

@@ -13,8 +13,8 @@ from sqlalchemy import Select, select
 
 from services.api.database import db
 from services.api.errors import ApiError
-from shared.auth import ROLES, ensure_default_project, get_or_create_project
-from shared.db.models import Experiment, Image, Project, Token
+from shared.infra.auth import ROLES, ensure_default_project, get_or_create_project
+from shared.infra.db.tables import Experiment, Image, Project, Token
 
 
 @dataclass(frozen=True)

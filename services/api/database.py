@@ -7,7 +7,7 @@ from flask import Flask, current_app, g
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from shared.db.session import get_engine
+from shared.infra.db.session import get_engine
 
 log = logging.getLogger(__name__)
 

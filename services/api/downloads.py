@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.api.queries import ResultFilters, experiment_query, result_for
-from shared.db.models import Experiment, Image, JobStatus, Result
-from shared.outputs import LABEL_FORMATS
-from shared.storage import ObjectNotFound
+from shared.infra.db.tables import Experiment, Image, JobStatus, Result
+from shared.domain.outputs import LABEL_FORMATS
+from shared.infra.storage import ObjectNotFound
 
 STORED = {
     "labels.tif": ("labels_key", "image/tiff"),
@@ -72,10 +72,10 @@ def artifact_response(session: Session, image: Image, artifact: str) -> Response
 
 
 def converted_labels(image: Image, result: Result, fmt: str) -> tuple[bytes, str]:
-    """The result's label image in one of shared.outputs.LABEL_FORMATS, and its media type."""
+    """The result's label image in one of shared.domain.outputs.LABEL_FORMATS, and its media type."""
     import tifffile
 
-    from shared.outputs import label_file
+    from shared.domain.outputs import label_file
 
     labels = tifffile.imread(io.BytesIO(_stored(image, result.labels_key, "labels.tif")))
     table = _stored(image, result.nuclei_csv_key, "nuclei.csv").decode() if fmt == "geojson" else None

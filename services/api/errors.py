@@ -8,8 +8,8 @@ from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.imageio import ImageError
-from shared.storage import StorageUnavailable
+from shared.domain.imaging.imageio import ImageError
+from shared.infra.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 

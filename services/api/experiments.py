@@ -8,7 +8,7 @@ from services.api.access import project_for_new_experiment
 from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import iso
-from shared.db.models import Experiment
+from shared.infra.db.tables import Experiment
 
 
 NAME_LIMIT = 200

@@ -10,7 +10,7 @@ nucleus has none; a measure that clashes with an earlier column is named `measur
 Memory stays flat whatever the experiment's size: rows come from the database in chunks (a server-side
 cursor on PostgreSQL), CSV streams as it is written, and Parquet is written in row groups to a
 temporary file (on disk beyond a few megabytes) that is then streamed. Text cells of a CSV never start
-a spreadsheet formula (shared.spreadsheet).
+a spreadsheet formula (shared.domain.spreadsheet).
 
 A streamed table reads through a connection of its own, opened when the first batch is wanted and closed
 when the stream ends or is closed (the WSGI server closes it, also when a client stops reading): the
@@ -31,8 +31,8 @@ from sqlalchemy import String, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from services.api.queries import NUCLEUS_COLUMNS, STREAM_BATCH, ResultFilters, apply_filters, experiment_query
-from shared.db.models import Experiment, Image, Job, Nucleus, Result
-from shared.spreadsheet import inert
+from shared.infra.db.tables import Experiment, Image, Job, Nucleus, Result
+from shared.domain.spreadsheet import inert
 
 FORMATS = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 ROW_GROUP = 50_000  # Parquet rows per row group: some tens of megabytes of Arrow arrays at most
@@ -144,11 +144,11 @@ def _attachment(experiment: Experiment, table: str, fmt: str) -> dict:
 
 
 def _column_style(columns: list[str], types: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    """`?columns=cellprofiler` names the columns as CellProfiler does (shared.cellprofiler); native by default."""
+    """`?columns=cellprofiler` names the columns as CellProfiler does (shared.domain.cellprofiler); native by default."""
     from flask import request
 
     from services.api.errors import ApiError
-    from shared.cellprofiler import STYLES, rename_table
+    from shared.domain.cellprofiler import STYLES, rename_table
 
     style = request.args.get("columns") or "native"
     if style not in STYLES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from shared.config import Settings
+from shared.infra.settings import Settings
 
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'self'; "
                "form-action 'self'; frame-ancestors 'none'")

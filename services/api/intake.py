@@ -18,16 +18,16 @@ from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 
 from services.api.errors import ApiError
-from shared.config import Settings
-from shared.db.models import Experiment, Image, Job, JobStatus
-from shared.db.session import session_scope
-from shared.imageio import ImageError
-from shared.read_options import (ReadOptions, check_pixel_size, parse_channel, parse_index, parse_scene,
+from shared.infra.settings import Settings
+from shared.infra.db.tables import Experiment, Image, Job, JobStatus
+from shared.infra.db.session import session_scope
+from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.read_options import (ReadOptions, check_pixel_size, parse_channel, parse_index, parse_scene,
                                  parse_z)
-from shared.reading import read_picture
-from shared.tiled import decoded_bytes, refusal as worker_refusal
-from shared.jobs import write_scope
-from shared.storage import ObjectStore, StorageUnavailable
+from shared.domain.imaging.reading import read_picture
+from shared.domain.segmentation.tiled import decoded_bytes, refusal as worker_refusal
+from shared.infra.db.session import write_scope
+from shared.infra.storage import ObjectStore, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def record_image(database_url: str, experiment_id: int, item: CheckedFile, meta:
 
 def enqueue(job_id: str) -> None:
     """Publish after commit. If the broker is down the job stays queued in SQL; the sweeper sends it later."""
-    from shared.queue import enqueue_segment
+    from shared.infra.queue import enqueue_segment
 
     try:
         enqueue_segment(job_id)

@@ -3,7 +3,7 @@
 The one place a label upload is accepted, for the JSON route and the pages alike.
 
 A label upload (a label image, a zip of masks, an ImageJ RoiSet.zip or .roi, QuPath GeoJSON) of at most
-settings.max_label_bytes is parsed in full against the image's shape (shared.labels, which checks sizes from
+settings.max_label_bytes is parsed in full against the image's shape (shared.domain.labels, which checks sizes from
 headers before inflating anything), renumbered 1..N and stored normalised: a 16-bit PNG, or a 32-bit TIFF
 above 65535 nuclei, at `labels/<image_id>/<sha256>.<ext>`, keyed by the hash of the normalised bytes. The
 same labels for the same image again (whatever file they came in) are one row. A new label may start a
@@ -26,13 +26,13 @@ from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import iso
 from services.api.training_runs import start_run_if_enough_labels
-from shared.config import Settings
-from shared.db.models import Experiment, Image, Label
-from shared.db.session import session_scope
-from shared.imageio import ImageError
-from shared.jobs import write_scope
-from shared.labels import parse_label_upload
-from shared.storage import ObjectNotFound, ObjectStore
+from shared.infra.settings import Settings
+from shared.infra.db.tables import Experiment, Image, Label
+from shared.infra.db.session import session_scope
+from shared.domain.imaging.imageio import ImageError
+from shared.infra.db.session import write_scope
+from shared.domain.labels import parse_label_upload
+from shared.infra.storage import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from limits import parse
 
 from services.api.access import Principal
 from services.api.errors import ApiError, error_response
-from shared.config import Settings
+from shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

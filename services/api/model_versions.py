@@ -3,7 +3,7 @@ or an older one to roll back), for the JSON routes and the pages alike.
 
 Workers ask the registry for a job's version before each task, so an activation takes effect on the
 next job of that project without a restart, and never touches another project. The API never loads a
-model: the shipped weights are registered from their version sidecar (shared.registry.register_shipped),
+model: the shipped weights are registered from their version sidecar (shared.infra.registry.register_shipped),
 which needs no torch. An admin activating the version of a run that awaited an admin records that
 decision on the run.
 """
@@ -19,12 +19,12 @@ from services.api.access import current_principal
 from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import count_rows, iso
-from shared import registry
-from shared.auth import DEFAULT_PROJECT, ensure_default_project
-from shared.config import Settings
-from shared.db.models import ModelVersion, Project, TrainingRun, utcnow
-from shared.jobs import write_scope
-from shared.storage import ObjectStore
+from shared.infra import registry
+from shared.infra.auth import DEFAULT_PROJECT, ensure_default_project
+from shared.infra.settings import Settings
+from shared.infra.db.tables import ModelVersion, Project, TrainingRun, utcnow
+from shared.infra.db.session import write_scope
+from shared.infra.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 

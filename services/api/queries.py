@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.orm import Session, aliased
 
 from services.api.errors import ApiError
-from shared.db.models import Experiment, Image, Job, JobStatus, Nucleus, Result
+from shared.infra.db.tables import Experiment, Image, Job, JobStatus, Nucleus, Result
 
 MAX_PER_PAGE = 1000
 MAX_PAGE = 1_000_000  # beyond any real listing; keeps the SQL offset inside a 64-bit integer

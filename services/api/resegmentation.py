@@ -18,9 +18,9 @@ from services.api.errors import ApiError
 from services.api.intake import enqueue
 from services.api.model_versions import ensure_shipped_registered
 from services.api.queries import ResultFilters, experiment_query, iso
-from shared import registry
-from shared.db.models import Experiment, Image, Job, JobStatus, ModelVersion, Result
-from shared.jobs import write_scope
+from shared.infra import registry
+from shared.infra.db.tables import Experiment, Image, Job, JobStatus, ModelVersion, Result
+from shared.infra.db.session import write_scope
 
 
 log = logging.getLogger(__name__)

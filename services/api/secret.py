@@ -6,8 +6,8 @@ import secrets
 import time
 from pathlib import Path
 
-from shared.config import Settings
-from shared.private import private_dir
+from shared.infra.settings import Settings
+from shared.infra.private import private_dir
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -14,10 +14,10 @@ from services.api.access import current_principal
 from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import count_rows, iso
-from shared.config import Settings
-from shared.auth import DEFAULT_PROJECT, ensure_default_project
-from shared.db.models import Experiment, Image, JobStatus, Label, Project, TrainingRun
-from shared.jobs import write_scope
+from shared.infra.settings import Settings
+from shared.infra.auth import DEFAULT_PROJECT, ensure_default_project
+from shared.infra.db.tables import Experiment, Image, JobStatus, Label, Project, TrainingRun
+from shared.infra.db.session import write_scope
 
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def parse_run_request(body) -> tuple[int, bool]:
 
 
 def _send(run_id: str) -> None:
-    from shared.queue import enqueue_training
+    from shared.infra.queue import enqueue_training
 
     try:
         enqueue_training(run_id)

@@ -1,5 +1,5 @@
 """gunicorn target: `gunicorn services.api.wsgi:app`."""
-from shared.logs import configure_logging
+from shared.infra.logs import configure_logging
 
 from services.api import create_app
 

@@ -9,11 +9,11 @@ import logging
 import signal
 import threading
 
-from shared import jobs
-from shared.config import get_settings
-from shared.db.session import session_scope
-from shared.logs import bind_job
-from shared.queue import enqueue_segment, enqueue_training
+from shared.infra import jobs
+from shared.infra.settings import get_settings
+from shared.infra.db.session import session_scope
+from shared.infra.logs import bind_job
+from shared.infra.queue import enqueue_segment, enqueue_training
 
 log = logging.getLogger("services.sweeper")
 
@@ -68,7 +68,7 @@ def run_forever(stop: threading.Event | None = None) -> None:
 
 
 def main() -> None:
-    from shared.logs import configure_logging
+    from shared.infra.logs import configure_logging
 
     configure_logging("sweeper")
     stop = threading.Event()

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from celery.signals import setup_logging
 
-from shared.logs import configure_logging
-from shared.queue import make_celery
+from shared.infra.logs import configure_logging
+from shared.infra.queue import make_celery
 
 celery_app = make_celery("nucleus-trainer")
 celery_app.conf.include = ["services.trainer.tasks"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.db.models import Experiment, HeldOutImage, Image, Label, utcnow
+from shared.infra.db.tables import Experiment, HeldOutImage, Image, Label, utcnow
 
 SHARE = 0.2
 MINIMUM_FROM_FIVE = 2

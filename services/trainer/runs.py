@@ -19,15 +19,15 @@ from datetime import datetime, timezone
 import numpy as np
 from sqlalchemy import select
 
-from shared import registry
-from shared.auth import ensure_default_project
-from shared.base_set import base_sets
-from shared.config import Settings
-from shared.datasets import LabelledImage, guess_kind
-from shared.db.models import Experiment, Image, JobStatus, Label, TrainingRun
-from shared.jobs import write_scope
-from shared.imageio import decode
-from shared.storage import ObjectStore
+from shared.infra import registry
+from shared.infra.auth import ensure_default_project
+from shared.infra.base_set import base_sets
+from shared.infra.settings import Settings
+from shared.domain.datasets.labelled import LabelledImage, guess_kind
+from shared.infra.db.tables import Experiment, Image, JobStatus, Label, TrainingRun
+from shared.infra.db.session import write_scope
+from shared.domain.imaging.imageio import decode
+from shared.infra.storage import ObjectStore
 
 from services.trainer import gate, held_out
 
@@ -74,8 +74,8 @@ def _labels_from(raw: bytes) -> np.ndarray:
 
 
 def _score(weights: bytes, items: list[LabelledImage]) -> dict:
-    from shared.evaluation import evaluate
-    from shared.model.segmenter import Segmenter
+    from shared.domain.evaluation import evaluate
+    from shared.domain.model.segmenter import Segmenter
 
     if not items:
         return {}
@@ -84,8 +84,8 @@ def _score(weights: bytes, items: list[LabelledImage]) -> dict:
 
 
 def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
-    from shared.model.segmenter import weights_version
-    from shared.training import fine_tune
+    from shared.domain.model.segmenter import weights_version
+    from shared.domain.training.loop import fine_tune
 
     with write_scope() as session:
         run = session.get(TrainingRun, run_id)

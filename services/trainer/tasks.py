@@ -6,11 +6,11 @@ import logging
 from celery.signals import worker_ready
 from sqlalchemy import select
 
-from shared.config import get_settings
-from shared.db.models import JobStatus, TrainingRun
-from shared.db.session import session_scope
-from shared.queue import TRAIN_TASK, enqueue_training
-from shared.storage import get_store
+from shared.infra.settings import get_settings
+from shared.infra.db.tables import JobStatus, TrainingRun
+from shared.infra.db.session import session_scope
+from shared.infra.queue import TRAIN_TASK, enqueue_training
+from shared.infra.storage import get_store
 
 from services.trainer.app import celery_app
 from services.trainer.runs import execute, fail

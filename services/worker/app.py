@@ -5,8 +5,8 @@ import logging
 
 from celery.signals import setup_logging, worker_ready
 
-from shared.logs import configure_logging
-from shared.queue import make_celery
+from shared.infra.logs import configure_logging
+from shared.infra.queue import make_celery
 
 log = logging.getLogger("services.worker")
 
@@ -29,7 +29,7 @@ def _on_ready(sender=None, **_kwargs) -> None:
 
 
 def _start_metrics(worker: str | None) -> None:
-    from shared.config import get_settings
+    from shared.infra.settings import get_settings
     from services.worker.metrics import start_metrics_server
 
     start_metrics_server(worker, get_settings().worker_metrics_port)
@@ -38,10 +38,10 @@ def _start_metrics(worker: str | None) -> None:
 def _resume_orphans(worker: str | None) -> None:
     """A worker restarted under the same name (as `nucleus up` does) re-sends the job its killed
     predecessor was running at once, instead of leaving it to the sweeper after the lease."""
-    from shared.config import get_settings
-    from shared.jobs import requeue_orphans
-    from shared.logs import bind_job
-    from shared.queue import enqueue_segment
+    from shared.infra.settings import get_settings
+    from shared.infra.jobs import requeue_orphans
+    from shared.infra.logs import bind_job
+    from shared.infra.queue import enqueue_segment
 
     if not worker:
         return
@@ -56,7 +56,7 @@ def _resume_orphans(worker: str | None) -> None:
 
 def _warm_model() -> None:
     """Load the model before the first job arrives, so the first upload does not pay for it."""
-    from services.worker.models import model_cache
+    from services.worker.model_cache import model_cache
 
     try:
         model_cache().current()

@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
-from shared import jobs
-from shared.config import get_settings
-from shared.imageio import ImageError
-from shared.storage import ObjectNotFound, StorageUnavailable, get_store
+from shared.infra import jobs
+from shared.infra.settings import get_settings
+from shared.domain.imaging.imageio import ImageError
+from shared.infra.storage import ObjectNotFound, StorageUnavailable, get_store
 
 from services.worker.metrics import observe_result
 
@@ -80,11 +80,11 @@ def process(job_id: str, worker: str, takeover: bool = False) -> Outcome:
 
 
 def compute(job: jobs.ClaimedJob) -> tuple[dict, list[dict]]:
-    from shared.measure import area_summary, measure_columns, measure_nuclei
-    from shared.read_options import channel_columns
-    from shared.outputs import labels_tiff, nuclei_csv, overlay_png
-    from shared.tiled import overlay_view, segment_and_measure
-    from services.worker.models import VersionUnavailable, model_cache
+    from shared.domain.measurement import area_summary, measure_columns, measure_nuclei
+    from shared.domain.imaging.read_options import channel_columns
+    from shared.domain.outputs import labels_tiff, nuclei_csv, overlay_png
+    from shared.domain.segmentation.tiled import overlay_view, segment_and_measure
+    from services.worker.model_cache import VersionUnavailable, model_cache
 
     started = time.perf_counter()
     settings = get_settings()
@@ -131,10 +131,10 @@ def read_as_uploaded(data: bytes, image_id: str, settings):
     was then: its first channel."""
     from sqlalchemy import select
 
-    from shared.db.models import Image
-    from shared.db.session import session_scope
-    from shared.read_options import OptionError, ReadOptions, parse_index, parse_scene, parse_z
-    from shared.reading import read_picture
+    from shared.infra.db.tables import Image
+    from shared.infra.db.session import session_scope
+    from shared.domain.imaging.read_options import OptionError, ReadOptions, parse_index, parse_scene, parse_z
+    from shared.domain.imaging.reading import read_picture
 
     with session_scope() as session:
         channel, pixel_size, names, extra = session.execute(

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import random
 
-from shared import jobs
-from shared.config import get_settings
-from shared.logs import bind_job
-from shared.queue import SEGMENT_TASK
+from shared.infra import jobs
+from shared.infra.settings import get_settings
+from shared.infra.logs import bind_job
+from shared.infra.queue import SEGMENT_TASK
 
 from services.worker.app import celery_app
 from services.worker.metrics import observe_outcome

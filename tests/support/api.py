@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 from flask.testing import FlaskClient
 
-from shared.config import Settings
+from shared.infra.settings import Settings
 
 
 class TokenClient:
@@ -40,7 +40,7 @@ class TokenClient:
 class ApiHarness:
     def __init__(self, settings: Settings):
         from services.api import create_app
-        from shared.db.migrate import upgrade
+        from shared.infra.db.migrate import upgrade
 
         self.settings = settings
         self.url = settings.resolved_database_url
@@ -51,13 +51,13 @@ class ApiHarness:
 
     @contextmanager
     def session(self):
-        from shared.db.session import session_scope
+        from shared.infra.db.session import session_scope
 
         with session_scope(self.url) as session:
             yield session
 
     def token(self, role: str, project: str | None = None, name: str = "test") -> str:
-        from shared.auth import create_token
+        from shared.infra.auth import create_token
 
         with self.session() as session:
             return create_token(session, name, role, project)
@@ -68,8 +68,8 @@ class ApiHarness:
         return TokenClient(self.app.test_client(), token)
 
     def finish(self, job_id: str, count: int = 3, model_version: str = "nucleus-test-00000000") -> None:
-        """Record a result as a worker does (shared.jobs.complete), with its files in the store."""
-        from shared import jobs
+        """Record a result as a worker does (shared.infra.jobs.complete), with its files in the store."""
+        from shared.infra import jobs
 
         labels = np.zeros((32, 32), np.uint16)
         for i in range(count):
@@ -91,12 +91,12 @@ class ApiHarness:
         assert jobs.complete(job_id, result, nuclei, url=self.url)
 
     def fail(self, job_id: str, reason: str) -> None:
-        from shared import jobs
+        from shared.infra import jobs
 
         assert jobs.fail(job_id, reason, url=self.url)
 
     def image_of(self, job_id: str) -> str:
-        from shared.db.models import Job
+        from shared.infra.db.tables import Job
 
         with self.session() as session:
             return session.get(Job, job_id).image_id

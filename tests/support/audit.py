@@ -46,8 +46,8 @@ def audit(database_url: str, store, accepted_sha256: set[str] | None = None, all
     accepted (2xx), each of which must have an image row."""
     from sqlalchemy import func, select
 
-    from shared.db.models import Image, Job, Nucleus, Result
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Image, Job, Nucleus, Result
+    from shared.infra.db.session import session_scope
 
     report = AuditReport()
     problems = report.problems

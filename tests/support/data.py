@@ -18,13 +18,13 @@ class Sample:
 
 
 def dsb_dir() -> Path:
-    from shared.datasets import default_dsb_dir
+    from shared.domain.datasets.labelled import default_dsb_dir
 
     return default_dsb_dir()
 
 
 def load_index(root: Path | None = None) -> list[Sample]:
-    from shared.datasets import _TYPE_BY_HINT
+    from shared.domain.datasets.labelled import _TYPE_BY_HINT
 
     root = root or dsb_dir()
     index = root / "index.csv"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def _setting_names() -> set[str]:
-    from shared.config import Settings
+    from shared.infra.settings import Settings
 
     return {f"NUCLEUS_{name.upper()}" for name in Settings.model_fields}
 
@@ -26,7 +26,7 @@ def settings_env(data_dir: str | os.PathLike | None = None, **overrides) -> dict
     for key, value in overrides.items():
         name = _env_name(key)
         if name not in _setting_names():
-            raise KeyError(f"{name} is not a field of shared.config.Settings")
+            raise KeyError(f"{name} is not a field of shared.infra.settings.Settings")
         if value is None:
             env.pop(name, None)
         else:
@@ -65,6 +65,6 @@ def apply_settings(monkeypatch, data_dir=None, **overrides):
     for name, value in settings_env(data_dir, **overrides).items():
         monkeypatch.setenv(name, value)
     clear_shared_caches()
-    from shared.config import get_settings
+    from shared.infra.settings import get_settings
 
     return get_settings()

@@ -229,7 +229,7 @@ def _zigzag(shape: tuple[int, int], vertices: int) -> bytes:
 
 def catalogue(shape: tuple[int, int]) -> list[Case]:
     """Every hostile label upload for an image of `shape` (height, width), with the refusal it must get."""
-    from shared.labels import geojson, masks
+    from shared.domain.labels import geojson, masks
 
     height, width = shape
     pixels = height * width

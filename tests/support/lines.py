@@ -37,9 +37,9 @@ def small_base_set(root: Path, train: int = 4, validation: int = 2) -> Path:
 
 
 def experiment_in(project: str, name: str | None = None) -> int:
-    from shared.auth import get_or_create_project
-    from shared.db.models import Experiment
-    from shared.jobs import write_scope
+    from shared.infra.auth import get_or_create_project
+    from shared.infra.db.tables import Experiment
+    from shared.infra.db.session import write_scope
 
     with write_scope() as session:
         experiment = Experiment(name=name or f"exp-{uuid.uuid4().hex[:8]}",
@@ -51,9 +51,9 @@ def experiment_in(project: str, name: str | None = None) -> int:
 
 def add_image(experiment_id: int, data: bytes, filename: str = "image.png") -> tuple[str, str]:
     """An image and its queued job, as an upload leaves them; returns (image_id, job_id)."""
-    from shared.db.models import Image, Job
-    from shared.jobs import write_scope
-    from shared.storage import get_store
+    from shared.infra.db.tables import Image, Job
+    from shared.infra.db.session import write_scope
+    from shared.infra.storage import get_store
 
     sha = hashlib.sha256(data).hexdigest()
     key = f"uploads/{sha}"
@@ -72,9 +72,9 @@ def add_image(experiment_id: int, data: bytes, filename: str = "image.png") -> t
 def add_label(image_id: str, labels: np.ndarray) -> None:
     from PIL import Image as PILImage
 
-    from shared.db.models import Label
-    from shared.jobs import write_scope
-    from shared.storage import get_store
+    from shared.infra.db.tables import Label
+    from shared.infra.db.session import write_scope
+    from shared.infra.storage import get_store
 
     buffer = io.BytesIO()
     PILImage.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
@@ -105,12 +105,12 @@ def scrambled_labels(height: int, width: int, seed: int) -> np.ndarray:
 
 def run_training(project: str | None = None, epochs: int = 1, force_promote: bool = False) -> dict:
     """Record a run as the API does and execute it with the trainer's code; returns the finished row's fields."""
-    from shared.auth import get_or_create_project
-    from shared.config import get_settings
-    from shared.db.models import TrainingRun
-    from shared.db.session import session_scope
-    from shared.jobs import write_scope
-    from shared.storage import get_store
+    from shared.infra.auth import get_or_create_project
+    from shared.infra.settings import get_settings
+    from shared.infra.db.tables import TrainingRun
+    from shared.infra.db.session import session_scope
+    from shared.infra.db.session import write_scope
+    from shared.infra.storage import get_store
     from services.trainer.runs import execute
 
     with write_scope() as session:
@@ -128,8 +128,8 @@ def run_training(project: str | None = None, epochs: int = 1, force_promote: boo
 
 def segment(job_id: str) -> dict:
     """Run the job with the worker's pipeline; returns its result row's fields."""
-    from shared.db.models import Result
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Result
+    from shared.infra.db.session import session_scope
     from services.worker.pipeline import process
 
     assert process(job_id, worker="test-worker").status == "done"
@@ -139,8 +139,8 @@ def segment(job_id: str) -> dict:
 
 
 def active_in(project: str) -> str | None:
-    from shared import registry
-    from shared.db.session import session_scope
+    from shared.infra import registry
+    from shared.infra.db.session import session_scope
 
     with session_scope() as session:
         row = registry.active_version(session, project)
@@ -149,6 +149,6 @@ def active_in(project: str) -> str | None:
 
 def shipped_version() -> str:
     """The version of the shipped weights: every project's version before any run or activation."""
-    from shared import registry
+    from shared.infra import registry
 
     return registry.shipped()[0]

@@ -24,11 +24,11 @@ def seed_job(data: bytes, filename: str = "image.png", channel: int | None = Non
              condition: str | None = "control", well: str | None = "A01") -> tuple[str, str]:
     """Store `data` under uploads/<sha256>, add experiment/image/job rows; return (image_id, job_id).
     Uses the current process's settings (see the use_settings fixture)."""
-    from shared.auth import ensure_default_project
-    from shared.db.models import Experiment, Image, Job
-    from shared.jobs import write_scope
-    from shared.queue import enqueue_segment
-    from shared.storage import get_store
+    from shared.infra.auth import ensure_default_project
+    from shared.infra.db.tables import Experiment, Image, Job
+    from shared.infra.db.session import write_scope
+    from shared.infra.queue import enqueue_segment
+    from shared.infra.storage import get_store
 
     sha = hashlib.sha256(data).hexdigest()
     key = f"uploads/{sha}"
@@ -52,8 +52,8 @@ def seed_job(data: bytes, filename: str = "image.png", channel: int | None = Non
 
 
 def job_row(job_id: str):
-    from shared.db.models import Job
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Job
+    from shared.infra.db.session import session_scope
 
     with session_scope() as session:
         job = session.get(Job, job_id)
@@ -70,8 +70,8 @@ def results_of(job_id: str) -> list[dict]:
     """Every result row of a job with its nuclei count (the schema allows one; the test checks)."""
     from sqlalchemy import func, select
 
-    from shared.db.models import Nucleus, Result
-    from shared.db.session import session_scope
+    from shared.infra.db.tables import Nucleus, Result
+    from shared.infra.db.session import session_scope
 
     with session_scope() as session:
         rows = session.execute(select(Result).where(Result.job_id == job_id)).scalars().all()

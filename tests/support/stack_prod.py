@@ -98,9 +98,9 @@ class ProdStack:
 
     def start(self, startup_timeout: float = 240) -> "ProdStack":
         from nucleus.commands.up import child_commands
-        from shared.auth import create_token
-        from shared.db.migrate import upgrade
-        from shared.jobs import write_scope
+        from shared.infra.auth import create_token
+        from shared.infra.db.migrate import upgrade
+        from shared.infra.db.session import write_scope
 
         self.root = Path(self.root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -165,12 +165,12 @@ class ProdStack:
 
     def direct_settings(self):
         """Settings of this stack for the test process, reaching S3 directly (not through the proxy)."""
-        from shared.config import Settings
+        from shared.infra.settings import Settings
 
         return Settings(data_dir=self.root, **self.service_settings(self.moto.endpoint))
 
     def direct_store(self):
-        from shared.storage import make_store
+        from shared.infra.storage import make_store
 
         return make_store(self.direct_settings())
 
@@ -191,7 +191,7 @@ class ProdStack:
                 service.stop()
         if getattr(self, "s3_proxy", None) is not None:
             self.s3_proxy.close()
-        from shared.db.session import get_engine
+        from shared.infra.db.session import get_engine
 
         get_engine.cache_clear()  # engines of this process hold connections to the throwaway server
         for name, action in (("moto", "stop"), ("postgres", "destroy"), ("redis", "stop")):

@@ -4,7 +4,7 @@ import io
 
 import torch
 
-from shared.model.segmenter import shipped_weights_path
+from shared.domain.model.segmenter import shipped_weights_path
 
 
 def shipped_weights(diameter: float | None) -> bytes:

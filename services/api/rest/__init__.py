@@ -7,7 +7,7 @@ from services.api.access import Principal
 from services.api.database import db
 from services.api.errors import ApiError
 from services.api.limits import count_auth_failure
-from shared.auth import verify_token
+from shared.infra.auth import verify_token
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -25,4 +25,4 @@ def authenticate():
     g.principal = Principal.from_token(token)
 
 
-from services.api.rest import experiments, images, jobs, labels, meta, models, resegment, training  # noqa: E402,F401  (routes register on `api`)
+from services.api.rest import experiments, images, jobs, labels, meta, model_versions, resegment, training  # noqa: E402,F401  (routes register on `api`)

@@ -14,7 +14,7 @@ from services.api.intake import accept_upload
 from services.api.limits import check_upload_rate
 from services.api.queries import ResultFilters, count_rows, page_from_request, page_of_results
 from services.api.rest import api
-from shared.db.models import Experiment, Project
+from shared.infra.db.tables import Experiment, Project
 
 
 @api.post("/experiments")

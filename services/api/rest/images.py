@@ -10,7 +10,7 @@ from services.api.downloads import ARTIFACTS, CONVERTED_LINKS, artifact_response
 from services.api.errors import ApiError
 from services.api.queries import count_rows, iso, page_from_request, result_for
 from services.api.rest import api
-from shared.db.models import Result
+from shared.infra.db.tables import Result
 
 
 def image_json(image, job) -> dict:

@@ -9,7 +9,7 @@ from services.api.database import db
 from services.api.errors import ApiError
 from services.api.queries import iso
 from services.api.rest import api
-from shared.db.models import Experiment, Image, Job
+from shared.infra.db.tables import Experiment, Image, Job
 
 
 @api.get("/jobs/<job_id>")

@@ -9,7 +9,7 @@ from services.api.database import db
 from services.api.labelling import accept_label_and_maybe_train, label_file, label_json, labels_of_image
 from services.api.queries import count_rows, page_from_request
 from services.api.rest import api
-from shared.db.models import Image, Label
+from shared.infra.db.tables import Image, Label
 
 
 @api.post("/images/<image_id>/labels")

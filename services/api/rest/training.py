@@ -10,7 +10,7 @@ from services.api.database import db
 from services.api.queries import page_from_request
 from services.api.rest import api
 from services.api.training_runs import create_run, get_run, page_of_runs, parse_run_request, project_for_run, run_json
-from shared.db.models import Project
+from shared.infra.db.tables import Project
 
 
 @api.post("/training-runs")

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.api.queries import result_for
-from shared.config import Settings
-from shared.db.models import Image, Label
-from shared.imageio import decode
-from shared.storage import ObjectNotFound, ObjectStore
+from shared.infra.settings import Settings
+from shared.infra.db.tables import Image, Label
+from shared.domain.imaging.imageio import decode
+from shared.infra.storage import ObjectNotFound, ObjectStore
 
 # Above this many pixels the editor's buffers (ids, their colours, the image) outgrow a browser tab.
 EDITOR_MAX_PIXELS = 4096 * 4096
@@ -42,9 +42,9 @@ def _get(store: ObjectStore, key: str, what: str) -> bytes:
 
 
 def display_pixels(pixels: np.ndarray) -> np.ndarray:
-    """An image contrast-stretched to 8 bits exactly as shared.model.preprocess.normalize stretches it (the overlay's
+    """An image contrast-stretched to 8 bits exactly as shared.domain.model.preprocess.normalize stretches it (the overlay's
     look): HxW for grey, HxWx3 for colour."""
-    from shared.model.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, normalize
+    from shared.domain.model.preprocess import HIGH_PERCENTILE, LOW_PERCENTILE, normalize
 
     if pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16):
         # normalize's own limits and arithmetic, through a table of every level: a 4096² grey image takes a

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.api.queries import STREAM_BATCH, ResultFilters, apply_filters, experiment_query
-from shared.db.models import Experiment, Image, Nucleus, Result
-from shared.read_options import channel_columns
+from shared.infra.db.tables import Experiment, Image, Nucleus, Result
+from shared.domain.imaging.read_options import channel_columns
 
 MARKER_PREFIX = "mean_intensity_"
 SAMPLE_PER_CONDITION = 2000

@@ -33,8 +33,8 @@ from services.api.web.editor import display_png, editable, raw_ids_gzip, startin
 from services.api.web.sessions import end_session, start_session
 from services.api.web.plots import area_histogram_png, counts_by_condition_png, plate_heatmap_png
 from services.api.web.marker_plots import marker_by_condition, marker_choices, marker_png, parse_threshold
-from shared.auth import verify_token
-from shared.db.models import Experiment, JobStatus, Project
+from shared.infra.auth import verify_token
+from shared.infra.db.tables import Experiment, JobStatus, Project
 
 NUCLEI_SHOWN = 500
 PENDING = {JobStatus.queued.value, JobStatus.running.value}

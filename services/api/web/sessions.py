@@ -13,7 +13,7 @@ from sqlalchemy import delete
 from services.api.access import Principal
 from services.api.database import db
 from services.api.web.csrf import SESSION_KEY as CSRF_KEY
-from shared.db.models import Token, WebSession, utcnow
+from shared.infra.db.tables import Token, WebSession, utcnow
 
 SESSION_ID_KEY = "sid"
 LAST_SEEN_EVERY = timedelta(minutes=1)  # last_seen is written at most this often, not on every page

@@ -1,0 +1,1 @@
+"""Training the network: the loop and its schedule, augmentation, weight averaging."""
