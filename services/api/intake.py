@@ -12,6 +12,7 @@ import re
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -124,21 +125,38 @@ def _read_and_hash(upload: FileStorage, filename: str, max_bytes: int) -> tuple[
     return data, hashlib.sha256(data).hexdigest()
 
 
+class TooLargeForWorker(ImageError):
+    status = 413
+
+    def __init__(self, message: str):
+        super().__init__(message, code="image_too_large_for_worker")
+
+
+def worker_budget(settings: Settings):
+    """A check of a picture's arrays against the worker-memory budget: read_picture's `admit`, which sees them
+    from the file's header before any pixel is decoded, and again on the decoded arrays (a few images hold more
+    than their header tells, such as bilevel ones, decoded as bytes)."""
+    def admit(nuclear: np.ndarray, channels: np.ndarray) -> None:
+        too_big = worker_refusal(*nuclear.shape[:2], decoded_bytes(nuclear, channels), settings)
+        if too_big:
+            raise TooLargeForWorker(too_big)
+    return admit
+
+
 def check_files(uploads: list[FileStorage], meta: Metadata, settings: Settings) -> list[CheckedFile]:
-    """Decode every file in full; the first bad one refuses the whole request, naming the file."""
+    """Decode every file in full, once its header shows it within the limits; the first bad one refuses the whole
+    request, naming the file."""
     if not uploads:
         raise ApiError(400, "no_files", "send one or more images in the multipart field 'file'")
-    checked = []
+    checked, admit = [], worker_budget(settings)
     for upload in uploads:
         filename = clean_filename(upload.filename)
         data, sha = _read_and_hash(upload, filename, settings.max_upload_bytes)
         try:
-            picture = read_picture(data, meta.reading, max_pixels=settings.max_pixels, filename=filename)
+            picture = read_picture(data, meta.reading, max_pixels=settings.max_pixels, filename=filename, admit=admit)
+            admit(picture.nuclear, picture.channels)
         except ImageError as exc:
             raise ApiError(exc.status, exc.code, f"{filename}: {exc.message}", filename=filename) from None
-        too_big = worker_refusal(*picture.nuclear.shape[:2], decoded_bytes(picture.nuclear, picture.channels), settings)
-        if too_big:
-            raise ApiError(413, "image_too_large_for_worker", f"{filename}: {too_big}", filename=filename)
         checked.append(CheckedFile(filename, upload, sha, len(data), width=picture.nuclear.shape[1],
                                    height=picture.nuclear.shape[0], channel=picture.channel,
                                    channel_names=picture.channel_names, pixel_size_um=picture.pixel_size_um,

@@ -16,7 +16,9 @@ import io
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -68,11 +70,16 @@ class Stack:
     close: callable = None         # releases the file once the planes are read
 
 
+# admit(nuclear, channels): sees stand-ins of the arrays a Picture will hold (their shapes and dtype, views of one
+# another as the decoded ones will be, no pixels) before any pixel is decoded; refuses by raising an ImageError.
+Admit = Callable[[np.ndarray, np.ndarray], None]
+
+
 def read_picture(source: bytes | str | Path, options: ReadOptions = ReadOptions(), *,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None,
-                 filename: str | None = None) -> Picture:
+                 filename: str | None = None, admit: Admit | None = None) -> Picture:
     """Bytes (an upload) or a path (the command line) -> the Picture chosen by `options`."""
-    return _with_stack(source, options, max_pixels, max_bytes, filename, choose)
+    return _with_stack(source, options, max_pixels, max_bytes, filename, partial(choose, admit=admit))
 
 
 def probe(source: bytes | str | Path, options: ReadOptions = ReadOptions(), *,
@@ -156,19 +163,14 @@ def check(stack: Stack, options: ReadOptions) -> int | None:
     return _channel_index(options.channel, names, stack.rgb)
 
 
-def choose(stack: Stack, options: ReadOptions) -> Picture:
+def choose(stack: Stack, options: ReadOptions, admit: Admit | None = None) -> Picture:
     """Apply the options to a stack: the scene is already chosen; pick T, Z and the nuclear channel."""
     channel = check(stack, options)
     sizes, t, z = stack.sizes, options.t, options.z
     names = [name or f"ch{i}" for i, name in enumerate(stack.channel_names)]
-    planes = stack.load(t, z)
-    if stack.rgb:
-        rgb = planes[..., :3]
-        channels = rgb
-        nuclear = rgb if channel is None else rgb[..., channel]
-    else:
-        channels = np.moveaxis(planes, 0, -1)
-        nuclear = planes[channel]
+    if admit is not None:
+        admit(*_pick(_declared_planes(stack), stack.rgb, channel))
+    nuclear, channels = _pick(stack.load(t, z), stack.rgb, channel)
     channels, nuclear = _clean(channels), _clean(nuclear)
     pixel_size, source = options.pixel_size_um, "given"
     if pixel_size is None:
@@ -178,6 +180,21 @@ def choose(stack: Stack, options: ReadOptions) -> Picture:
                    z=z if sizes.get("Z", 1) > 1 else None, t=t if sizes.get("T", 1) > 1 else None,
                    scene=stack.scene if len(stack.scenes) > 1 else None, format=stack.format, rgb=stack.rgb,
                    sizes={k: sizes.get(k, 1) for k in "TCZYX"})
+
+
+def _pick(planes: np.ndarray, rgb: bool, channel: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(nuclear, channels) from what Stack.load returns, as views of it."""
+    if rgb:
+        channels = planes[..., :3]
+        return (channels if channel is None else channels[..., channel]), channels
+    return planes[channel], np.moveaxis(planes, 0, -1)
+
+
+def _declared_planes(stack: Stack) -> np.ndarray:
+    """A stand-in of what stack.load returns, of its declared shape and dtype, holding no pixels."""
+    sizes = stack.sizes
+    shape = (sizes["Y"], sizes["X"], 3) if stack.rgb else (sizes.get("C", 1), sizes["Y"], sizes["X"])
+    return np.broadcast_to(np.zeros((), stack.dtype), shape)
 
 
 def _channel_index(wanted: str | int | None, names: list[str], rgb: bool) -> int | None:
@@ -235,6 +252,8 @@ def reduce_z(array: np.ndarray, z: str | int, axis: int) -> np.ndarray:
 
 # Pillow modes that shared.domain.imaging.imageio._decode_pillow turns into colour (palettes and CMYK become RGB); the others grey
 COLOUR_MODES = {"P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
+# What numpy makes of a Pillow mode's pixels where it is not 8 bits a sample (LA and PA decode to L)
+MODE_DTYPES = {"1": "|b1", "I": "<i4", "F": "<f4", "I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
 
 
 def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
@@ -243,6 +262,7 @@ def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
     with open_pillow(data) as img:  # the header only: decoding waits for load()
         _check_pixels(img.height, img.width, max_pixels)
         rgb, width, height = img.mode in COLOUR_MODES, img.width, img.height
+        dtype = np.dtype(MODE_DTYPES.get(img.mode, "|u1"))
     sizes = {"T": 1, "C": 3 if rgb else 1, "Z": 1, "Y": height, "X": width}
 
     def load(t: int, z: str | int) -> np.ndarray:
@@ -252,7 +272,7 @@ def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
                              code="corrupt_image")
         return array if rgb else array[np.newaxis]
 
-    return Stack(kind, sizes, np.dtype(np.uint8), [None] * sizes["C"], None, [""], 0, load, rgb=rgb)
+    return Stack(kind, sizes, dtype, [None] * sizes["C"], None, [""], 0, load, rgb=rgb)
 
 
 # --- TIFF --------------------------------------------------------------------------------------------------------
