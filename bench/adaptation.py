@@ -22,14 +22,12 @@ import json
 import os
 import random
 import resource
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.infra.settings import Settings  # noqa: E402
-from shared.domain.datasets.labelled import default_data_root, iter_labelled, list_names  # noqa: E402
+from shared.infra.settings import Settings
+from shared.domain.datasets.labelled import default_data_root, iter_labelled, list_names
 
 KROMP = "kromp-sbsst265"
 

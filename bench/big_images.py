@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 IMAGES = REPO.parent / "shared" / "data" / "dsb2018-stage1-train" / "images"
 
 

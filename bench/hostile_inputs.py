@@ -7,7 +7,7 @@ The API app runs in this process on a throwaway embedded default (SQLite, local 
 through Flask's test client; each request's body is built before the measurement starts, so the figures are
 the API's own: the time from the request to its 4xx, and how far the process's peak resident memory
 (/proc/self/status VmHWM, reset through /proc/self/clear_refs before each request) rose above what it held
-before. Every case in tests/support/hostile.py's catalogue is sent against an N x N image (--size, default 256,
+before. Every case in testkit/hostile.py's catalogue is sent against an N x N image (--size, default 256,
 or NUCLEUS_BENCH_HOSTILE_SIZE), the median of --repeat runs printed; then well-formed uploads of each format
 (label PNG, mask zip, RoiSet.zip, QuPath GeoJSON) for comparison, and the accepted uploads that cost the most
 memory per pixel, against shared.domain.labels.memory_bound.
@@ -25,9 +25,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 MiB = 1 << 20
 
@@ -40,14 +39,14 @@ def harness_in(data_dir: str):
     os.environ["NUCLEUS_LABEL_UPLOAD_RATE"] = ""  # every case is measured, none is refused for its rate
     os.environ["NUCLEUS_UPLOAD_RATE_PER_MINUTE"] = "0"
     from shared.infra.settings import get_settings
-    from tests.support.api import ApiHarness
+    from testkit.api import ApiHarness
 
     return ApiHarness(get_settings())
 
 
 def one_image_api(data_dir: str, shape: tuple[int, int]):
     """The API in-process with one uploaded image of `shape`: (test client, uploader token, image id)."""
-    from tests.support.api import png_bytes
+    from testkit.api import png_bytes
 
     harness = harness_in(data_dir)
     admin = harness.client("admin")
@@ -63,7 +62,7 @@ def well_formed(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
 
     from roifile import ImagejRoi
 
-    from tests.support.api import png_bytes
+    from testkit.api import png_bytes
 
     from shared.domain.labels.masks import MAX_MASK_PIXELS, MAX_MASKS
 
@@ -103,7 +102,7 @@ def heaviest(shape: tuple[int, int]) -> list[tuple[str, bytes, str]]:
     from roifile import ImagejRoi
 
     from shared.domain.labels import geojson
-    from tests.support.api import png_bytes
+    from testkit.api import png_bytes
 
     def tiff(array: np.ndarray, **options) -> bytes:
         buffer = io.BytesIO()
@@ -149,7 +148,7 @@ def send(client, token: str, image_id: str, data: bytes, filename: str):
     """One label upload, its body built first; returns (response, Cost)."""
     from werkzeug.test import EnvironBuilder
 
-    from tests.support.hostile import measured
+    from testkit.hostile import measured
 
     builder = EnvironBuilder(path=f"/api/v1/images/{image_id}/labels", method="POST",
                              headers={"Authorization": f"Bearer {token}"},
@@ -171,7 +170,7 @@ def main() -> None:
     if args.heavy is not None:
         return one_heavy(args.size, args.heavy)
 
-    from tests.support.hostile import can_reset_peak, catalogue
+    from testkit.hostile import can_reset_peak, catalogue
 
     if not can_reset_peak():
         sys.exit("needs Linux's /proc/self/clear_refs to reset the peak memory between requests")
@@ -213,7 +212,7 @@ def main() -> None:
 
 def one_heavy(size: int, index: int) -> None:
     from shared.domain.labels import memory_bound
-    from tests.support.api import png_bytes
+    from testkit.api import png_bytes
 
     shape = (size, size)
     with tempfile.TemporaryDirectory() as data_dir:

@@ -9,19 +9,17 @@ is the ingester's and the API's work together on this machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import tifffile  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
+import numpy as np
+import tifffile
+from click.testing import CliRunner
 
-from nucleus.commands.ingest import ingest  # noqa: E402
-from tests.support.served import served_api  # noqa: E402
+from nucleus.commands.ingest import ingest
+from testkit.served import served_api
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def label_grid(size: int, spacing: int) -> np.ndarray:
@@ -64,8 +62,8 @@ def serve(data_dir: Path):
     from shared.infra.auth import create_token
     from shared.infra.db.migrate import upgrade
     from shared.infra.db.session import session_scope
-    from tests.support.env import apply_settings
-    from tests.support.net import free_port
+    from testkit.env import apply_settings
+    from testkit.net import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     settings = apply_settings(pytest.MonkeyPatch(), data_dir, label_upload_rate="", upload_rate_per_minute=0)
@@ -107,7 +105,7 @@ def measure(driver, base: str, token: str, size: int, spacing: int) -> dict:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from tests.support.http import Client
+    from testkit.http import Client
 
     api = Client(base, token, timeout=600)
     name = f"editor-{size}-{time.time_ns()}"

@@ -32,7 +32,6 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 EMBEDDED_LOCATION_SETTINGS = {"NUCLEUS_DATA_DIR", "NUCLEUS_DATABASE_URL", "NUCLEUS_BROKER_URL", "NUCLEUS_S3_ENDPOINT"}

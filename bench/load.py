@@ -8,7 +8,7 @@ latencies, queue depth over time, CPU use and the pipeline overhead for a 512x51
 
 Without --url it starts a fresh stack per worker count: `nucleus up` on a temporary data directory
 (embedded: SQLite, local objects, file-system broker) or, with --stack prod, gunicorn + Celery workers
-+ sweeper on a throwaway Redis, a throwaway PostgreSQL and moto (tests/support/stack_prod.py).
++ sweeper on a throwaway Redis, a throwaway PostgreSQL and moto (testkit/stack_prod.py).
 Images are random 64..256 px crops of real DSB2018 images (distinct bytes: no duplicates).
 
 The stacks it starts run without the upload rate limit (`NUCLEUS_UPLOAD_RATE_PER_MINUTE=0`): it
@@ -40,10 +40,9 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from tests.support.crops import crops, fixed_size_crop  # noqa: E402
-from tests.support.http import Client  # noqa: E402
+from testkit.crops import crops, fixed_size_crop
+from testkit.http import Client
 
 
 # --- CPU from /proc ----------------------------------------------------------------------------
@@ -85,7 +84,7 @@ class Target:
 
 class EmbeddedTarget(Target):
     def __init__(self, workers: int):
-        from tests.support.stack import EmbeddedStack
+        from testkit.stack import EmbeddedStack
 
         self.stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="nucleus-load-")), worker_processes=workers,
                                    upload_rate_per_minute=0)
@@ -99,7 +98,7 @@ class EmbeddedTarget(Target):
 
 class ProdTarget(Target):
     def __init__(self, workers: int):
-        from tests.support.stack_prod import ProdStack
+        from testkit.stack_prod import ProdStack
 
         self.stack = ProdStack(Path(tempfile.mkdtemp(prefix="nucleus-load-prod-")), workers=workers,
                                lease_seconds=300, settings={"upload_rate_per_minute": 0}).start()

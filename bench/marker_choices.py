@@ -8,19 +8,17 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy.orm import Session
 
-from bench.scale import MACHINE_PG, build  # noqa: E402
-from services.api.exports import measure_columns  # noqa: E402
-from services.api.queries import ResultFilters  # noqa: E402
-from services.api.web.marker_plots import MARKER_PREFIX, marker_choices  # noqa: E402
-from shared.infra.db.tables import Experiment  # noqa: E402
-from shared.infra.db.session import get_engine  # noqa: E402
-from tests.support.servers import create_database, drop_database  # noqa: E402
+from bench.scale import MACHINE_PG, build
+from services.api.exports import measure_columns
+from services.api.queries import ResultFilters
+from services.api.web.marker_plots import MARKER_PREFIX, marker_choices
+from shared.infra.db.tables import Experiment
+from shared.infra.db.session import get_engine
+from testkit.servers import create_database, drop_database
 
 
 def from_results(session, experiment):

@@ -36,7 +36,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 MACHINE_PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 CONDITIONS = [f"cond-{i}" for i in range(8)]
@@ -309,7 +308,7 @@ def main() -> None:
     created = None
     url = args.database_url
     if url is None:
-        from tests.support.servers import create_database
+        from testkit.servers import create_database
 
         url = created = create_database(MACHINE_PG, prefix="nucleus_scale")
     try:
@@ -341,7 +340,7 @@ def main() -> None:
             args.json.write_text(json.dumps(figures, indent=1))
     finally:
         if created and not args.keep:
-            from tests.support.servers import drop_database
+            from testkit.servers import drop_database
 
             drop_database(created)
         elif created:

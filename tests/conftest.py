@@ -6,12 +6,12 @@ import shutil
 
 import pytest
 
-from tests.support import data, servers
-from tests.support.browser import missing_browser, start_chromium
-from tests.support.env import apply_settings, clear_shared_caches, service_env  # noqa: F401 - re-exported for tests
-from tests.support.http import Client
-from tests.support.proxy import TcpProxy
-from tests.support.stack import EmbeddedStack
+from testkit import data, servers
+from testkit.browser import missing_browser, start_chromium
+from testkit.env import apply_settings, clear_shared_caches, service_env  # noqa: F401 - re-exported for tests
+from testkit.http import Client
+from testkit.proxy import TcpProxy
+from testkit.stack import EmbeddedStack
 
 
 def _require(name: str, port: int) -> None:
@@ -173,7 +173,7 @@ def dsb_samples() -> list[data.Sample]:
 def harness(tmp_path_factory, request):
     """The API app on the embedded default (SQLite migrated by Alembic, the local object store, the
     file-system broker), one per test module, driven through Flask's test client."""
-    from tests.support.api import ApiHarness
+    from testkit.api import ApiHarness
 
     monkeypatch = pytest.MonkeyPatch()
     settings = apply_settings(monkeypatch, tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))

@@ -14,10 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.net import free_port, port_open
-from tests.support.wait import wait_for
+from testkit.net import free_port, port_open
+from testkit.wait import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ENSURE_SERVICES = REPO / "scripts" / "ensure-services"
 MACHINE_PG = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 MACHINE_REDIS = "redis://127.0.0.1:6379"

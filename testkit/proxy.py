@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from tests.support.net import free_port
+from testkit.net import free_port
 
 
 class TcpProxy:

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import requests
 
-from tests.support import servers
-from tests.support.env import service_env
-from tests.support.net import free_port
-from tests.support.proxy import TcpProxy
-from tests.support.wait import wait_for
+from testkit import servers
+from testkit.env import service_env
+from testkit.net import free_port
+from testkit.proxy import TcpProxy
+from testkit.wait import wait_for
 
 
 @dataclass
@@ -175,7 +175,7 @@ class ProdStack:
         return make_store(self.direct_settings())
 
     def audit(self, **kwargs):
-        from tests.support.audit import audit
+        from testkit.audit import audit
 
         return audit(self.database_url, self.direct_store(), **kwargs)
 

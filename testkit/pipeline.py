@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 # Other weights than the shipped ones, e.g. while the shipped file is still being trained.
 TEST_WEIGHTS = os.environ.get("NUCLEUS_TEST_WEIGHTS")

@@ -9,7 +9,7 @@ from shared.domain.imaging.imageio import read_image
 from shared.domain.model import scale
 from shared.domain.model.segmenter import Segmenter, fine_tuning_config
 from shared.domain.training.loop import prepare
-from tests.support.weights import shipped_weights
+from testkit.weights import shipped_weights
 
 
 def _disks(shape, centres_and_radii) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-API = Path(__file__).resolve().parents[1] / "services" / "api"
+API = Path(__file__).resolve().parents[2] / "services" / "api"
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -28,7 +28,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 def crops(n: int, seed: int = 0, min_side: int = 64, max_side: int = 256) -> list[tuple[str, bytes]]:
     """`n` (filename, PNG bytes) pairs, each a crop of min_side..max_side pixels at a random offset of a
     real fluorescence image (the kind most DSB images are). Distinct bytes: none is a duplicate upload."""
-    from tests.support.data import load_index
+    from testkit.data import load_index
 
     rng = random.Random(seed)
     sources = [s for s in load_index() if s.kind == "fluorescence" and min(s.width, s.height) >= min_side]
@@ -51,7 +51,7 @@ def crops(n: int, seed: int = 0, min_side: int = 64, max_side: int = 256) -> lis
 
 def fixed_size_crop(side: int = 512, seed: int = 0) -> tuple[str, bytes]:
     """One side x side crop (the overhead measurement's image), from a fluorescence image large enough."""
-    from tests.support.data import load_index
+    from testkit.data import load_index
 
     rng = random.Random(seed)
     sources = sorted((s for s in load_index() if s.kind == "fluorescence" and min(s.width, s.height) >= side),

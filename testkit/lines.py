@@ -21,8 +21,8 @@ def no_base_set(tmp_path: Path) -> dict:
 
 def small_base_set(root: Path, train: int = 4, validation: int = 2) -> Path:
     """Links to real DSB images: `train` base images and `validation` from the fixed split (256x256
-    fluorescence), none of them among tests.support.data.pick's first images."""
-    from tests.support import data
+    fluorescence), none of them among testkit.data.pick's first images."""
+    from testkit import data
 
     held = data.validation_ids()
     fluorescence = [s for s in data.load_index() if s.kind == "fluorescence" and s.width == 256 and s.height == 256]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import requests
 
-from tests.support.env import service_env
-from tests.support.net import free_port
-from tests.support.wait import wait_for
+from testkit.env import service_env
+from testkit.net import free_port
+from testkit.wait import wait_for
 
 NUCLEUS = Path(sys.executable).parent / "nucleus"
 

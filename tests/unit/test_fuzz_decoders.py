@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from shared.domain.imaging.imageio import ImageError, decode
-from tests.support.fuzzdata import broken_files, png_declaring, seed_files, tiff_declaring
+from testkit.fuzzdata import broken_files, png_declaring, seed_files, tiff_declaring
 
 EXAMPLES = int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300"))
 MAX_PIXELS = 4_000_000  # small, so "huge declared size" is tried cheaply and must be refused before decoding

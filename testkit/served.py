@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api import ApiHarness
-from tests.support.env import apply_settings, clear_shared_caches
-from tests.support.net import free_port
+from testkit.api import ApiHarness
+from testkit.env import apply_settings, clear_shared_caches
+from testkit.net import free_port
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from shared.domain.imaging.imageio import read_image, read_labels
 from shared.domain.model import scale, size
 from shared.domain.model.preprocess import normalize
 from shared.domain.model.segmenter import Segmenter, export_weights, shipped_weights_path, weights_version
-from tests.support import data
+from testkit import data
 
 
 def test_the_ridge_recovers_a_diameter_hidden_in_noisy_features():

@@ -17,7 +17,7 @@ from shared.domain.imaging.imageio import ImageError
 from shared.domain.imaging.read_options import OptionError, ReadOptions
 from shared.domain.imaging.reading import probe, read_picture
 
-SAMPLES = Path(os.environ.get("NUCLEUS_VENDOR_SAMPLES") or Path(__file__).parent / "data" / "vendor")
+SAMPLES = Path(os.environ.get("NUCLEUS_VENDOR_SAMPLES") or Path(__file__).resolve().parents[1] / "data" / "vendor")
 ND2_NAMES = ["5-FAM/pH 9.0", "FM 4-64/2% CHAPS"]
 
 

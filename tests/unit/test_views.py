@@ -2,7 +2,7 @@
 
 Averaging over a set of views that is closed under a transform makes the result follow that transform:
 segmenting a mirrored image must give the mirrored maps. A wrong inverse transform breaks exactly that.
-The network sees the images as they come here: the nucleus-size resize (tests/test_scale.py) would add its own,
+The network sees the images as they come here: the nucleus-size resize (tests/unit/test_scale.py) would add its own,
 measured, factor to each view.
 """
 import numpy as np
@@ -10,7 +10,7 @@ import pytest
 
 from shared.domain.imaging.imageio import read_image
 from shared.domain.model.segmenter import Segmenter
-from tests.support.weights import shipped_weights
+from testkit.weights import shipped_weights
 
 AS_THEY_COME = shipped_weights(diameter=None)
 

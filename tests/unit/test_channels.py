@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from shared.domain.imaging.imageio import ImageError, ImageTooLarge
 from shared.domain.imaging.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
 from shared.domain.imaging.reading import read_picture
-from tests.support.channels import ome_tiff, two_channel_planes
+from testkit.channels import ome_tiff, two_channel_planes
 
 def hyperstack() -> tuple[np.ndarray, bytes]:
     """An ImageJ T=3, Z=5, C=2 stack with 0.5 µm pixels; each plane's value tells where it came from."""
@@ -235,7 +235,7 @@ def test_the_read_bench_runs_at_a_small_size():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "bench/read_formats.py", "--size", "128", "--repeat", "1", "--z", "2"],
                           cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""Hostile label uploads for tests/test_hostile_inputs.py and bench/hostile_inputs.py (no tests here).
+"""Hostile label uploads for tests/system/test_hostile_inputs.py and bench/hostile_inputs.py (no tests here).
 
 Every bomb is real: the bytes would inflate to what they declare. They are built without ever holding the
 inflated data (a deflate stream of zeros is one compressed megabyte repeated), so making them costs the
@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from tests.support.api import png_bytes
+from testkit.api import png_bytes
 
 MiB = 1 << 20
 _ZERO_BLOCK = bytes(MiB)
