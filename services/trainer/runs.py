@@ -83,70 +83,118 @@ def _score(weights: bytes, items: list[LabelledImage]) -> dict:
     return summary["all"]
 
 
+@dataclass
+class _Claimed:
+    """A run this trainer has marked running, and the version it fine-tunes."""
+    project_id: int
+    epochs: int
+    force_promote: bool
+    parent_version: str
+    parent_key: str
+
+
+@dataclass
+class _TrainingData:
+    base_train: list[LabelledImage]
+    validation: list[LabelledImage]  # the base validation split
+    labelled: UserLabels
+
+    @property
+    def user_train(self) -> list[LabelledImage]:
+        return [item for item, _ in self.labelled.train]
+
+    @property
+    def user_eval(self) -> list[LabelledImage]:
+        return [item for item, _ in self.labelled.held_out]
+
+
 def execute(run_id: str, settings: Settings, store: ObjectStore) -> None:
     from shared.domain.model.segmenter import weights_version
     from shared.domain.training.loop import fine_tune
 
+    claimed = _claim(run_id, store)
+    if claimed is None:
+        return
+    parent_raw = store.get(claimed.parent_key)
+    data = _training_data(store, settings, claimed.project_id)
+    manifest_sha = _manifest_sha256(claimed, data, settings)
+    steps = max(1, claimed.epochs * settings.training_steps_per_epoch)
+    tuned = fine_tune(parent_raw, data.base_train, data.user_train, settings, steps,
+                      seed=zlib.crc32(run_id.encode()) % 10_000, progress=_progress_reporter(run_id))
+    version = weights_version(tuned.weights)
+
+    _set(run_id, progress=0.85)
+    held = _before_and_after(parent_raw, tuned.weights, data.user_eval)
+    base = _before_and_after(parent_raw, tuned.weights, data.validation)
+    decided = gate.decide(held, base, settings, force=claimed.force_promote)
+    promote = decided.pop("promote")
+    summary = {"base_images": len(data.base_train), "user_images": len(data.user_train),
+               "user_held_out": len(data.user_eval), "size_model_images": tuned.size_model_images,
+               "validation_images": len(data.validation), "steps": steps, "epochs": claimed.epochs}
+    # the version's own scores (`validation`, `user_held_out`), and the decision with its before/after numbers
+    record = {"validation": base["after"], "user_held_out": held["after"], "parent_version": claimed.parent_version,
+              "held_out": held, "base_validation": base, **decided}
+    _publish(run_id, store, claimed, version, tuned.weights, record, summary, manifest_sha, promote)
+    log.info("training run finished", extra={"run_id": run_id, "version": version, "promoted": promote,
+                                             "decision": decided["decision"], "checks": decided["checks"]})
+
+
+def _claim(run_id: str, store: ObjectStore) -> _Claimed | None:
+    """Mark the run running and find the version it starts from (the built-in one registered first if need be);
+    None if the run is gone or already over."""
     with write_scope() as session:
         run = session.get(TrainingRun, run_id)
         if run is None or run.status in (JobStatus.done, JobStatus.failed):
-            return
+            return None
         run.status, run.started, run.progress, run.error = JobStatus.running, _now(), 0.0, None
-        epochs, force = run.epochs, run.force_promote
         if run.project_id is None:
             run.project_id = ensure_default_project(session).id
-        project_id = run.project_id
         builtin_version, builtin_raw = registry.shipped()
         registry.ensure_builtin(session, store, builtin_version, builtin_raw)
-        parent = registry.active_version(session, project_id)
-        parent_version, parent_key = parent.version, parent.object_key
-    parent_raw = store.get(parent_key)
+        parent = registry.active_version(session, run.project_id)
+        return _Claimed(run.project_id, run.epochs, run.force_promote, parent.version, parent.object_key)
 
+
+def _training_data(store: ObjectStore, settings: Settings, project_id: int) -> _TrainingData:
     labelled = user_labels(store, project_id)
-    user_train = [item for item, _ in labelled.train]
-    user_eval = [item for item, _ in labelled.held_out]
     base_train, validation = base_sets(settings, store)
-    if not base_train and not user_train:
+    if not base_train and not labelled.train:
         raise ValueError("nothing to train on: no base data on this machine and no user labels in the project")
+    return _TrainingData(base_train, validation, labelled)
 
-    manifest = {"parent": parent_version, "project": project_id, "base": sorted(i.name for i in base_train),
-                "user": sorted((item.name, sha) for item, sha in labelled.train),
-                "epochs": epochs, "steps_per_epoch": settings.training_steps_per_epoch}
-    manifest_sha = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
-    steps = max(1, epochs * settings.training_steps_per_epoch)
+def _manifest_sha256(claimed: _Claimed, data: _TrainingData, settings: Settings) -> str:
+    """The digest of what the version was trained from: parent, images, label versions and budget."""
+    manifest = {"parent": claimed.parent_version, "project": claimed.project_id,
+                "base": sorted(i.name for i in data.base_train),
+                "user": sorted((item.name, sha) for item, sha in data.labelled.train),
+                "epochs": claimed.epochs, "steps_per_epoch": settings.training_steps_per_epoch}
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
+
+def _progress_reporter(run_id: str):
+    """Training is the first 80 % of the run's progress; written about twenty times, not at every step."""
     def progress(step: int, total: int, info: dict) -> None:
         if step % max(1, total // 20) == 0 or step == total:
             _set(run_id, progress=round(0.8 * step / total, 3))
+    return progress
 
-    tuned = fine_tune(parent_raw, base_train, user_train, settings, steps, seed=zlib.crc32(run_id.encode()) % 10_000,
-                      progress=progress)
-    new_raw = tuned.weights
-    version = weights_version(new_raw)
 
-    _set(run_id, progress=0.85)
-    held = {"images": len(user_eval), "before": _score(parent_raw, user_eval), "after": _score(new_raw, user_eval)}
-    base = {"images": len(validation), "before": _score(parent_raw, validation), "after": _score(new_raw, validation)}
-    decided = gate.decide(held, base, settings, force=force)
-    promote = decided.pop("promote")
-    summary = {"base_images": len(base_train), "user_images": len(user_train), "user_held_out": len(user_eval),
-               "size_model_images": tuned.size_model_images,
-               "validation_images": len(validation), "steps": steps, "epochs": epochs}
-    # the version's own scores (`validation`, `user_held_out`), and the decision with its before/after numbers
-    record = {"validation": base["after"], "user_held_out": held["after"], "parent_version": parent_version,
-              "held_out": held, "base_validation": base, **decided}
+def _before_and_after(parent_raw: bytes, new_raw: bytes, items: list[LabelledImage]) -> dict:
+    return {"images": len(items), "before": _score(parent_raw, items), "after": _score(new_raw, items)}
 
+
+def _publish(run_id: str, store: ObjectStore, claimed: _Claimed, version: str, raw: bytes, record: dict,
+             summary: dict, manifest_sha: str, promote: bool) -> None:
+    """Register the version (activated if promoted) and finish the run, in one transaction."""
     with write_scope() as session:
-        registry.publish(session, store, version, new_raw, parent=parent_version, metrics=record,
-                         training_summary=summary, manifest_sha256=manifest_sha, project=project_id)
+        registry.publish(session, store, version, raw, parent=claimed.parent_version, metrics=record,
+                         training_summary=summary, manifest_sha256=manifest_sha, project=claimed.project_id)
         if promote:
-            registry.activate(session, version, project_id)
+            registry.activate(session, version, claimed.project_id)
         run = session.get(TrainingRun, run_id)
         run.status, run.finished, run.progress = JobStatus.done, _now(), 1.0
         run.version, run.promoted, run.metrics = version, promote, record
-    log.info("training run finished", extra={"run_id": run_id, "version": version, "promoted": promote,
-                                             "decision": decided["decision"], "checks": decided["checks"]})
 
 
 def fail(run_id: str, reason: str) -> None:

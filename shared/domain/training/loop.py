@@ -52,8 +52,8 @@ class TrainConfig:
     base: int = 16
     depth: int = 4
     # At each (step, width) the network is widened to that many channels at full resolution, computing what it
-    # computed (shared.domain.model.widen), with fresh optimiser moments (and a short warm-up for them); steps past `steps`
-    # are ignored. The first cycles thus run at the narrow network's cost.
+    # computed (shared.domain.model.widen), with fresh optimiser moments (and a short warm-up for them); steps past
+    # `steps` are ignored. The first cycles thus run at the narrow network's cost.
     widen: tuple[tuple[int, int], ...] = ()
     # Each training image is resized so that its median nucleus is `diameter` pixels across
     # (shared.domain.model.scale; None: images as they come), then crops are zoomed at random within `scale_range`.
@@ -68,15 +68,17 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # "auto": bfloat16 where the hardware has the instructions (shared.domain.model.precision)
     # From this step on (0: never), the weights are averaged every `checkpoint_every` steps and model.pt is their
-    # mean (shared.domain.training.averaging), with batch-norm statistics measured again on `bn_batches` training batches.
+    # mean (shared.domain.training.averaging), with batch-norm statistics measured again on `bn_batches` training
+    # batches.
     average_from: int = 0
     bn_batches: int = 100
     # Parts of the network left as they are (one of FREEZE_CHOICES): "encoder" trains only the decoder and head,
     # with the encoder's batch-norm statistics kept too.
     freeze: str = "none"
     name: str = "nucleus-dsb2018"
-    # Transforms for images unlike the training set's (shared.domain.training.augmentation.TRANSFORMS), each with the probability
-    # a crop gets it: stain jitter, fluorescence rendered as stained, lower magnification, noise, uneven background.
+    # Transforms for images unlike the training set's (shared.domain.training.augmentation.TRANSFORMS), each with the
+    # probability a crop gets it: stain jitter, fluorescence rendered as stained, lower magnification, noise, uneven
+    # background.
     robust_augment: tuple[tuple[str, float], ...] = ()
 
 
@@ -126,7 +128,8 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = torch.exp(-(k**2) / (2 * sigma**2))
     k = k / k.sum()
     c = x.shape[0]
-    x = F.conv2d(F.pad(x[None], (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    x = F.conv2d(F.pad(x[None], (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1),
+                 groups=c)
     x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
     return x[0]
 
@@ -227,6 +230,23 @@ def _cosine(step: int, length: int, peak: float) -> float:
     return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+@dataclass
+class _Run:
+    """What train() carries from one step to the next: the network (replaced when it is widened), its optimiser,
+    the state saved in checkpoints, and the running weight average."""
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    model: UNet
+    state: TrainState = field(default_factory=TrainState)
+    optimizer: torch.optim.Optimizer | None = None
+    average: WeightAverage | None = None
+    rewarm_from: int | None = None  # the step the learning rate last began a re-warm-up at
+    losses: list[float] = field(default_factory=list)
+    started: float = 0.0
+
+
 def train(train_items: list[LabelledImage] | list[Sample], val_items: list[LabelledImage], out: Path, cfg: TrainConfig,
           init_weights: Path | bytes | None = None, progress: Callable[[int, int, dict], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> dict:
@@ -240,36 +260,69 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
     if cfg.average_from and any(cfg.average_from < at < cfg.steps for at, _ in cfg.widen):
         raise ValueError("weights can be averaged only from the last widening on (--average-from)")
     out.mkdir(parents=True, exist_ok=True)
+    run = _start(out, cfg, init_weights)
+    samples = [it if isinstance(it, Sample) else prepare([it], diameter=cfg.diameter)[0] for it in train_items]
+    validation = val_items if not cfg.eval_images else val_items[: cfg.eval_images]
+    stream = batches(samples, cfg, random.Random(cfg.seed * 100003 + run.state.step))
+    run.started = time.time()
+    while run.state.step < cfg.steps and not (should_stop and should_stop()):
+        _widen_if_scheduled(run)
+        _step(run, next(stream))
+        evaluated = _evaluate_if_due(run, validation)
+        _add_to_average_if_due(run)
+        if run.state.step % cfg.checkpoint_every == 0 or evaluated:
+            _checkpoint(run, out / "last.pt", with_optimizer=True)
+        if progress:
+            progress(run.state.step, cfg.steps, {"loss": float(np.mean(run.losses[-50:]))})
+    _checkpoint(run, out / "last.pt", with_optimizer=True)
+    if run.average is not None and run.average.count and run.state.step >= cfg.steps:
+        _finish_with_average(run, stream, validation)
+    _checkpoint(run, out / "model.pt", with_optimizer=False)
+    return asdict(run.state)
+
+
+def _start(out: Path, cfg: TrainConfig, init_weights: Path | bytes | None) -> _Run:
+    """The network, optimiser and state to train from: out/last.pt's if it exists, else `init_weights` (widened to
+    `cfg.base`) or a new network."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
     amp_dtype = precision.resolve(cfg.precision, device)
     log.info("training on %s in %s", device, "bfloat16 mixed precision" if amp_dtype else "float32")
     torch.manual_seed(cfg.seed)
-    state = TrainState()
     resume = out / "last.pt"
-    rewarm_from = None
-    average = None
     ckpt = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
     if ckpt is not None:
-        model = UNet(**ckpt["config"])  # narrower than cfg.base if it stopped before a widening
-        model.load_state_dict(_float32(ckpt["state_dict"]))
-        if "average" in ckpt:
-            average = WeightAverage(model)
-            average.load_state_dict(ckpt["average"])
-        if "optimizer" not in ckpt:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up
-            rewarm_from = ckpt["extra"]["train_state"]["step"]
-        state = TrainState(**ckpt["extra"]["train_state"])
-        log.info("resuming at step %d%s", state.step, "" if rewarm_from is None else " (weights only)")
-    elif init_weights is not None:
-        model = initial_model(init_weights, cfg)
+        run = _resumed(ckpt, out, cfg, device, amp_dtype)
     else:
-        model = UNet(base=cfg.base, depth=cfg.depth)
-    _freeze(model, cfg.freeze)
-    optimizer = _optimizer(model, cfg)
+        model = initial_model(init_weights, cfg) if init_weights is not None else UNet(base=cfg.base, depth=cfg.depth)
+        run = _Run(cfg, out, device, amp_dtype, model)
+    _freeze(run.model, cfg.freeze)
+    run.optimizer = _optimizer(run.model, cfg)
     if ckpt is not None and "optimizer" in ckpt:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    model.to(device, memory_format=torch.channels_last).train()
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.model.to(device, memory_format=torch.channels_last).train()
+    _move_optimizer_state(run.optimizer, device)
+    return run
+
+
+def _resumed(ckpt: dict, out: Path, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None) -> _Run:
+    model = UNet(**ckpt["config"])  # narrower than cfg.base if it stopped before a widening
+    model.load_state_dict(_float32(ckpt["state_dict"]))
+    run = _Run(cfg, out, device, amp_dtype, model)
+    if "average" in ckpt:
+        run.average = WeightAverage(model)
+        run.average.load_state_dict(ckpt["average"])
+    if "optimizer" not in ckpt:  # a compact checkpoint (weights only): fresh Adam moments need a short warm-up
+        run.rewarm_from = ckpt["extra"]["train_state"]["step"]
+    run.state = TrainState(**ckpt["extra"]["train_state"])
+    log.info("resuming at step %d%s", run.state.step, "" if run.rewarm_from is None else " (weights only)")
+    return run
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Put the moments a checkpoint restored (on the CPU) beside the parameters; Adam's step counts stay on the
+    CPU, where it keeps them."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             st = optimizer.state.get(p)
@@ -278,80 +331,95 @@ def train(train_items: list[LabelledImage] | list[Sample], val_items: list[Label
                     if torch.is_tensor(v) and k != "step":
                         st[k] = v.to(device)
 
-    samples = [it if isinstance(it, Sample) else prepare([it], diameter=cfg.diameter)[0] for it in train_items]
-    validation = val_items if not cfg.eval_images else val_items[: cfg.eval_images]
-    rng = random.Random(cfg.seed * 100003 + state.step)
-    stream = batches(samples, cfg, rng)
-    running, started = [], time.time()
 
-    def checkpoint(path: Path, with_optimizer: bool):
-        extra = {"train_state": asdict(state), "config": asdict(cfg)}
-        save_checkpoint(path, model, cfg.name, extra=extra, diameter=cfg.diameter)
-        if with_optimizer:
-            ckpt = torch.load(path, weights_only=False)
-            ckpt["optimizer"] = optimizer.state_dict()
-            if average is not None:
-                ckpt["average"] = average.state_dict()
-            torch.save(ckpt, path)
+def _widen_if_scheduled(run: _Run) -> None:
+    """Widen the network if `cfg.widen` says so at this step; a new optimiser, whose moments re-warm."""
+    cfg, step = run.cfg, run.state.step
+    width = dict(cfg.widen).get(step, 0)
+    if width <= run.model.config["base"]:
+        return
+    log.info("widening the network from %d to %d channels at step %d", run.model.config["base"], width, step)
+    run.model = widen(run.model.cpu(), width, seed=cfg.seed + step)
+    _freeze(run.model, cfg.freeze)
+    run.model.to(run.device, memory_format=torch.channels_last).train()
+    run.optimizer = _optimizer(run.model, cfg)
+    run.rewarm_from = step
 
-    while state.step < cfg.steps:
-        if should_stop and should_stop():
-            break
-        width = dict(cfg.widen).get(state.step, 0)
-        if width > model.config["base"]:
-            log.info("widening the network from %d to %d channels at step %d", model.config["base"], width, state.step)
-            model = widen(model.cpu(), width, seed=cfg.seed + state.step)
-            _freeze(model, cfg.freeze)
-            model.to(device, memory_format=torch.channels_last).train()
-            optimizer = _optimizer(model, cfg)
-            rewarm_from = state.step
-        x, y = next(stream)
-        _keep_frozen_statistics(model, cfg.freeze)  # evaluation switched every module back to training mode
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        y = y.to(device)
-        lr = learning_rate(state.step, cfg)
-        if rewarm_from is not None and state.step - rewarm_from < REWARM_STEPS:
-            lr *= (state.step - rewarm_from + 1) / REWARM_STEPS
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with precision.autocast(device, amp_dtype):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y, cfg.contact_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        state.step += 1
-        running.append(loss.item())
-        record = None
-        if state.step % cfg.eval_every == 0 or state.step == cfg.steps:
-            metrics = evaluate_model(model, validation, cfg.diameter) if validation else {}
-            record = {"step": state.step, "loss": float(np.mean(running[-cfg.eval_every:])),
-                      "lr": learning_rate(state.step, cfg), "seconds": round(time.time() - started, 1), **metrics}
-            state.history.append(record)
-            log.info("eval %s", json.dumps(record))
-            if metrics and (state.best is None or metrics["dsb_score"] > state.best.get("dsb_score", -1)):
-                state.best = record
-                checkpoint(out / "best.pt", with_optimizer=False)
-            (out / "history.json").write_text(json.dumps(state.history, indent=1))
-            plot_curves(state.history, out / "curves.png")
-        if cfg.average_from and state.step >= cfg.average_from and state.step % cfg.checkpoint_every == 0:
-            if average is None:
-                average = WeightAverage(model)
-            average.add(model)
-        if state.step % cfg.checkpoint_every == 0 or record:
-            checkpoint(out / "last.pt", with_optimizer=True)
-        if progress:
-            progress(state.step, cfg.steps, {"loss": float(np.mean(running[-50:]))})
-    checkpoint(out / "last.pt", with_optimizer=True)
-    if average is not None and average.count and state.step >= cfg.steps:
-        _average_into(model, average, stream, cfg, device, amp_dtype)
-        metrics = evaluate_model(model, validation, cfg.diameter) if validation else {}
-        record = {"step": state.step, "averaged": average.count, **metrics}
-        state.history.append(record)
-        log.info("eval %s", json.dumps(record))
-        (out / "history.json").write_text(json.dumps(state.history, indent=1))
-    checkpoint(out / "model.pt", with_optimizer=False)
-    return asdict(state)
+
+def _step(run: _Run, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """One optimiser step on `batch` at the scheduled learning rate."""
+    cfg = run.cfg
+    _keep_frozen_statistics(run.model, cfg.freeze)  # evaluation switched every module back to training mode
+    x = batch[0].to(run.device).contiguous(memory_format=torch.channels_last)
+    y = batch[1].to(run.device)
+    for group in run.optimizer.param_groups:
+        group["lr"] = _current_learning_rate(run)
+    with precision.autocast(run.device, run.amp_dtype):
+        logits = run.model(x)
+    loss = loss_fn(logits.float(), y, cfg.contact_weight)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.state.step += 1
+    run.losses.append(loss.item())
+
+
+def _current_learning_rate(run: _Run) -> float:
+    """The schedule's rate, scaled down during the REWARM_STEPS after fresh optimiser moments."""
+    step, lr = run.state.step, learning_rate(run.state.step, run.cfg)
+    if run.rewarm_from is not None and step - run.rewarm_from < REWARM_STEPS:
+        lr *= (step - run.rewarm_from + 1) / REWARM_STEPS
+    return lr
+
+
+def _evaluate_if_due(run: _Run, validation: list[LabelledImage]) -> dict | None:
+    """Every `eval_every` steps and at the last: score the network, record it in the history (with curves.png) and
+    keep best.pt. Returns the record, or None when no evaluation was due."""
+    cfg, state = run.cfg, run.state
+    if state.step % cfg.eval_every != 0 and state.step != cfg.steps:
+        return None
+    metrics = evaluate_model(run.model, validation, cfg.diameter) if validation else {}
+    record = {"step": state.step, "loss": float(np.mean(run.losses[-cfg.eval_every:])),
+              "lr": learning_rate(state.step, cfg), "seconds": round(time.time() - run.started, 1), **metrics}
+    state.history.append(record)
+    log.info("eval %s", json.dumps(record))
+    if metrics and (state.best is None or metrics["dsb_score"] > state.best.get("dsb_score", -1)):
+        state.best = record
+        _checkpoint(run, run.out / "best.pt", with_optimizer=False)
+    (run.out / "history.json").write_text(json.dumps(state.history, indent=1))
+    plot_curves(state.history, run.out / "curves.png")
+    return record
+
+
+def _add_to_average_if_due(run: _Run) -> None:
+    cfg, step = run.cfg, run.state.step
+    if cfg.average_from and step >= cfg.average_from and step % cfg.checkpoint_every == 0:
+        if run.average is None:
+            run.average = WeightAverage(run.model)
+        run.average.add(run.model)
+
+
+def _finish_with_average(run: _Run, stream, validation: list[LabelledImage]) -> None:
+    """Put the averaged weights into the network and record their validation scores in the history."""
+    _average_into(run.model, run.average, stream, run.cfg, run.device, run.amp_dtype)
+    metrics = evaluate_model(run.model, validation, run.cfg.diameter) if validation else {}
+    record = {"step": run.state.step, "averaged": run.average.count, **metrics}
+    run.state.history.append(record)
+    log.info("eval %s", json.dumps(record))
+    (run.out / "history.json").write_text(json.dumps(run.state.history, indent=1))
+
+
+def _checkpoint(run: _Run, path: Path, with_optimizer: bool) -> None:
+    """The network with the training state; a resume point (`with_optimizer`) also holds the optimiser's moments
+    and the weight average."""
+    extra = {"train_state": asdict(run.state), "config": asdict(run.cfg)}
+    save_checkpoint(path, run.model, run.cfg.name, extra=extra, diameter=run.cfg.diameter)
+    if with_optimizer:
+        ckpt = torch.load(path, weights_only=False)
+        ckpt["optimizer"] = run.optimizer.state_dict()
+        if run.average is not None:
+            ckpt["average"] = run.average.state_dict()
+        torch.save(ckpt, path)
 
 
 def _frozen_part(model: UNet, freeze: str) -> torch.nn.Module | None:
