@@ -67,7 +67,7 @@ def step_options(at: str, event: str, value: str, value_type: type, value_help: 
               help="Start from these weights (fine-tuning) instead of random initialisation.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(PRECISIONS), default=DEFAULTS.precision, show_default=True,
-              help="auto: bfloat16 mixed precision where the CPU or GPU has the instructions (2.5x faster there), "
+              help="auto: bfloat16 mixed precision where the CPU or GPU has the instructions (faster there), "
                    "else float32.")
 @click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default, one per core).")
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)

@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     torch_threads: int = 0  # 0: cores / worker processes
     worker_processes: int = 1
     tile_size: int = DEFAULT_TILE
-    # Larger images are segmented and measured region by region (shared.domain.segmentation.tiled), in memory that grows by a few
-    # bytes a pixel instead of about seventy.
+    # Larger images are segmented and measured region by region (shared.domain.segmentation.tiled), in memory that
+    # grows with the label image alone instead of with the network's maps and working arrays.
     whole_image_max_pixels: int = 2048 * 2048
     # A worker segments an image within this memory (shared.domain.segmentation.tiled.worker_memory_needed); an upload that would
     # need more is refused (413). The default takes every image up to max_pixels, grey or RGB 8-bit.

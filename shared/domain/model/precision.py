@@ -1,9 +1,9 @@
 """Mixed precision: bfloat16 arithmetic where the hardware does it natively, float32 elsewhere.
 
-On CPUs with AVX-512 BF16 (or AMX) oneDNN runs bfloat16 convolutions about 2.5x faster than float32.
+On CPUs with AVX-512 BF16 (or AMX) oneDNN runs bfloat16 convolutions natively, faster than float32.
 Without those instructions oneDNN still accepts bfloat16 on any AVX-512 CPU (its own "supported" check says
-yes) but emulates it, and a training step is about 2.7x *slower* than float32 (Ice Lake Xeon), so `auto`
-asks for the instructions themselves.
+yes) but emulates it, *slower* than float32, so `auto` asks for the instructions themselves (the measured
+steps: shared/weights/MODEL_CARD.md, "Mixed precision").
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 MIN_FACTOR, MAX_FACTOR = 0.5, 2.0
 # Weights without a size model (shared.domain.model.size) measure nuclei on a quick segmentation, which reads merged
-# small nuclei as large ones; enlarging those images beyond 1.4x bought only +0.002 AP@0.5 on 80 training images.
+# small nuclei as large ones; enlarging those images beyond 1.4x bought almost no accuracy for the time it costs
+# (bench/README.md, "Figures behind defaults").
 MAX_INFERENCE_FACTOR = 1.4
 # Within this ratio of 1 the image is used as it is: resizing would cost time for no gain.
 NEGLIGIBLE = 1.15

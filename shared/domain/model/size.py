@@ -27,7 +27,7 @@ from shared.domain.model.unet import UNet
 # Each fitting image is shown at these zooms, so that the regression sees nuclei of 0.6-1.6x every size in the set.
 ZOOMS = (0.6, 0.8, 1.0, 1.25, 1.6)
 # Fitted on fewer labelled images, its diameters err more than a quick segmentation's (cross-validated on the
-# training split: fitted on 25 images, twice as much as on 300).
+# training split; shared/weights/MODEL_CARD.md, "Size model").
 MIN_FIT_IMAGES = 50
 
 StyleFn = Callable[[torch.Tensor], np.ndarray]

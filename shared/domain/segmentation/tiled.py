@@ -1,7 +1,7 @@
 """Images too big to segment whole: segmented and measured region by region in bounded memory.
 
 The whole-image path holds the network's maps, the post-processing's working arrays and float copies of the
-image at once, about 100 bytes a pixel. Above `Settings.whole_image_max_pixels` the image is cut into square
+image at once, dozens of bytes a pixel. Above `Settings.whole_image_max_pixels` the image is cut into square
 regions, each read with a margin of context wider than a nucleus: the network and the seeded watershed run on the
 region with its margin, and a nucleus is kept by the region whose core holds its centroid, so each one is kept
 exactly once and whole, even where it crosses a seam. Kept nuclei are written into one uint32 label image under

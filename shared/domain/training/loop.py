@@ -57,7 +57,8 @@ class TrainConfig:
     widen: tuple[tuple[int, int], ...] = ()
     # Each training image is resized so that its median nucleus is `diameter` pixels across
     # (shared.domain.model.scale; None: images as they come), then crops are zoomed at random within `scale_range`.
-    # 22 px was the best target on 80 training images when segmenting them at 0.5-2x with the native-scale network.
+    # The default was the best target on training images segmented across inference's range of factors
+    # (shared/weights/MODEL_CARD.md, "Nucleus size").
     diameter: float | None = 22.0
     scale_range: tuple[float, float] = (0.7, 1.4)
     checkpoint_every: int = 100
@@ -508,8 +509,9 @@ def compact_checkpoint(source: Path, target: Path) -> None:
     torch.save(ckpt, target)
 
 
-# Images the new version's size model is fitted on (shared.domain.model.size): five encoder passes each, about a minute
-# for 300 on two CPU cores, and as good as all 563 DSB2018 training images (cross-validated; 200 err a tenth more).
+# Images the new version's size model is fitted on (shared.domain.model.size), five encoder passes each: as many
+# as fit as well as the whole DSB2018 training set, in about half its time (bench/README.md, "Figures behind
+# defaults").
 SIZE_FIT_IMAGES = 300
 
 
