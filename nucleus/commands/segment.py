@@ -125,7 +125,7 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
     from tqdm import tqdm
 
     from shared.infra.settings import get_settings
-    from shared.domain.imaging.imageio import ImageError
+    from shared.domain.imaging.errors import ImageError
     from shared.domain.measurement import area_summary, measure_columns, measure_nuclei
     from shared.domain.imaging.read_options import channel_columns
     from shared.domain.imaging.reading import probe, read_picture

@@ -8,7 +8,7 @@ from flask import Flask, jsonify, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.infra.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)

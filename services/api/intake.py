@@ -22,7 +22,7 @@ from services.api.errors import ApiError
 from shared.infra.settings import Settings
 from shared.infra.db.tables import Experiment, Image, Job, JobStatus
 from shared.infra.db.session import session_scope
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.imaging.read_options import (ReadOptions, check_pixel_size, parse_channel, parse_index, parse_scene,
                                  parse_z)
 from shared.domain.imaging.reading import read_picture

@@ -29,7 +29,7 @@ from services.api.training_runs import start_run_if_enough_labels
 from shared.infra.settings import Settings
 from shared.infra.db.tables import Experiment, Image, Label
 from shared.infra.db.session import session_scope
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.infra.db.session import write_scope
 from shared.domain.labels import parse_label_upload
 from shared.infra.storage import ObjectNotFound, ObjectStore

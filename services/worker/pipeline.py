@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
 from shared.infra import jobs
 from shared.infra.settings import get_settings
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.infra.storage import ObjectNotFound, StorageUnavailable, get_store
 
 from services.worker.metrics import observe_result

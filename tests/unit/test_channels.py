@@ -11,7 +11,7 @@ import tifffile
 from click.testing import CliRunner
 from PIL import Image as PILImage
 
-from shared.domain.imaging.imageio import ImageError, ImageTooLarge
+from shared.domain.imaging.errors import ImageError, ImageTooLarge
 from shared.domain.imaging.read_options import OptionError, ReadOptions, channel_columns, check_pixel_size
 from shared.domain.imaging.reading import read_picture
 from testkit.channels import ome_tiff, two_channel_planes

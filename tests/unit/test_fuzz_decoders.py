@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from shared.domain.imaging.imageio import ImageError, decode
+from shared.domain.imaging.errors import ImageError
+
+from shared.domain.imaging.imageio import decode
 from testkit.fuzzdata import broken_files, png_declaring, seed_files, tiff_declaring
 
 EXAMPLES = int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300"))

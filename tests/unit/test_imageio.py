@@ -8,7 +8,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from shared.domain.imaging.imageio import MAX_TIFF_PAGES, ImageError, ImageTooLarge, decode
+from shared.domain.imaging.decoders import MAX_TIFF_PAGES
+
+from shared.domain.imaging.errors import ImageError, ImageTooLarge
+
+from shared.domain.imaging.imageio import decode
 
 
 def png_bytes(array, mode=None):

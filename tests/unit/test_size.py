@@ -4,7 +4,7 @@ import pytest
 import torch
 from skimage.transform import rescale
 
-from shared.domain.datasets.labelled import LabelledImage, default_dsb_dir, load
+from shared.domain.datasets.labelled import LabelledImage, load
 from shared.domain.imaging.imageio import read_image, read_labels
 from shared.domain.model import scale, size
 from shared.domain.model.preprocess import normalize
@@ -74,7 +74,7 @@ def test_exported_weights_carry_a_size_model_fitted_for_them(tmp_path):
     torch.save(source, tmp_path / "bare.pt")
     assert Segmenter(tmp_path / "bare.pt").size_model is None  # measured by a quick segmentation instead
 
-    root = default_dsb_dir()
+    root = data.dsb_dir()
     samples = data.pick("fluorescence", 256, 256, n=size.MIN_FIT_IMAGES, held_out=False)
     items = [load(root, s.image_id) for s in samples]
     empty = LabelledImage("empty", items[0].image, np.zeros_like(items[0].labels), "fluorescence")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.imaging.read_options import OptionError, ReadOptions
 from shared.domain.imaging.reading import probe, read_picture
 

@@ -6,14 +6,13 @@ colour; every channel of the chosen scene, time point and Z choice is kept for m
 fluorescence file with no channel chosen is refused with its channel names. The physical pixel size comes
 from the metadata unless one is given.
 
-TIFF (OME-TIFF, ImageJ, plain) is read with tifffile behind shared.domain.imaging.imageio's defences; PNG and JPEG with
+TIFF (OME-TIFF, ImageJ, plain) is read with tifffile behind shared.domain.imaging.decoders' defences; PNG and JPEG with
 Pillow; CZI with bioio's reader plugin, LIF with liffile and ND2 with the nd2 library (shared.domain.imaging.vendor_formats). Each
 reader checks the shape declared by the metadata against the limits before it loads a pixel.
 """
 from __future__ import annotations
 
 import io
-import math
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,9 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from shared.domain.imaging.imageio import (DEFAULT_MAX_PIXELS, MAX_BYTES_PER_PIXEL, ImageError, ImageTooLarge, _check_ifd_chain,
-                            _check_pixels, _check_tiff_bytes, sniff_format)
+from shared.domain.imaging.decoders import (DEFAULT_MAX_PIXELS, check_ifd_chain, check_pixels, check_tiff_bytes,
+                                           decode_pillow, open_pillow, sniff_format)
+from shared.domain.imaging.errors import ImageError, ImageTooLarge
 from shared.domain.imaging.read_options import OptionError, ReadOptions
+from shared.domain.imaging.stack import Stack, by_name_or_index, reduce_z, select_scene, to_um
 
 @dataclass
 class Picture:
@@ -53,21 +54,6 @@ class Picture:
             if value is not None:
                 record[key] = str(value)
         return record
-
-
-@dataclass
-class Stack:
-    """What a reader hands over: one scene's planes with their axes, before any choice is made."""
-    format: str
-    sizes: dict                    # T, C, Z, Y, X (and S: samples, for RGB)
-    dtype: np.dtype
-    channel_names: list[str | None]
-    pixel_size_um: float | None
-    scenes: list[str]
-    scene: str | int | None
-    load: callable                 # (t, z) -> C x Y x X array (z: "max" or an index), or Y x X x S for RGB
-    rgb: bool = False
-    close: callable = None         # releases the file once the planes are read
 
 
 # admit(nuclear, channels): sees stand-ins of the arrays a Picture will hold (their shapes and dtype, views of one
@@ -203,7 +189,7 @@ def _channel_index(wanted: str | int | None, names: list[str], rgb: bool) -> int
             return None if rgb else 0
         raise OptionError(f"the file has {len(names)} channels ({', '.join(names)}); choose the nuclear one by name "
                           "or index (--channel, or the upload's channel field)", code="channel_required")
-    return _by_name_or_index(wanted, names, "channel")
+    return by_name_or_index(wanted, names, "channel")
 
 
 def _clean(image: np.ndarray) -> np.ndarray:
@@ -216,57 +202,23 @@ def _clean(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def check_plane_bytes(sizes: dict, dtype, max_pixels: int) -> None:
-    """What a reader will load for one time point (every channel and Z plane) within the byte limit."""
-    _check_pixels(sizes.get("Y", 0), sizes.get("X", 0), max_pixels)
-    nbytes = math.prod(sizes.get(k, 1) for k in "CZYXS") * np.dtype(dtype).itemsize
-    limit = max_pixels * MAX_BYTES_PER_PIXEL
-    if nbytes > limit:
-        raise ImageTooLarge(f"the file declares {nbytes / 1e6:.0f} MB for one time point "
-                            f"({' x '.join(f'{k}={v}' for k, v in sizes.items())}); the limit is {limit / 1e6:.0f} MB")
-
-
-def select_scene(scenes: list[str], wanted: str | int) -> int:
-    return _by_name_or_index(wanted, scenes, "scene")
-
-
-def _by_name_or_index(wanted: str | int, names: list[str], what: str) -> int:
-    """The index of the channel or scene `wanted` names (case-insensitive) or numbers; a refusal lists them."""
-    if isinstance(wanted, int):
-        if not 0 <= wanted < len(names):
-            raise OptionError(f"{what} {wanted} asked for, but the file has {len(names)} "
-                              f"({', '.join(f'{i}: {n}' for i, n in enumerate(names))})", code=f"bad_{what}")
-        return wanted
-    matches = [i for i, name in enumerate(names) if name.casefold() == wanted.casefold()]
-    if not matches:
-        raise OptionError(f"no {what} named {wanted!r}; the file's {what}s are {', '.join(names)}",
-                          code=f"bad_{what}")
-    return matches[0]
-
-
-def reduce_z(array: np.ndarray, z: str | int, axis: int) -> np.ndarray:
-    return array.max(axis=axis) if z == "max" else array.take(z, axis=axis)
-
-
 # --- PNG and JPEG ------------------------------------------------------------------------------------------------
 
-# Pillow modes that shared.domain.imaging.imageio._decode_pillow turns into colour (palettes and CMYK become RGB); the others grey
+# Pillow modes that shared.domain.imaging.decoders.decode_pillow turns into colour (palettes and CMYK become RGB); the others grey
 COLOUR_MODES = {"P", "RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"}
 # What numpy makes of a Pillow mode's pixels where it is not 8 bits a sample (LA and PA decode to L)
 MODE_DTYPES = {"1": "|b1", "I": "<i4", "F": "<f4", "I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
 
 
 def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
-    from shared.domain.imaging.imageio import _decode_pillow, open_pillow
-
     with open_pillow(data) as img:  # the header only: decoding waits for load()
-        _check_pixels(img.height, img.width, max_pixels)
+        check_pixels(img.height, img.width, max_pixels)
         rgb, width, height = img.mode in COLOUR_MODES, img.width, img.height
         dtype = np.dtype(MODE_DTYPES.get(img.mode, "|u1"))
     sizes = {"T": 1, "C": 3 if rgb else 1, "Z": 1, "Y": height, "X": width}
 
     def load(t: int, z: str | int) -> np.ndarray:
-        array = _decode_pillow(data, None, max_pixels)  # HxW grey or HxWx3 colour
+        array = decode_pillow(data, None, max_pixels)  # HxW grey or HxWx3 colour
         if (array.ndim == 3) != rgb:
             raise ImageError(f"{kind.upper()} decodes to {array.shape}, not what its header declared",
                              code="corrupt_image")
@@ -276,22 +228,6 @@ def _pillow_stack(data: bytes, kind: str, max_pixels: int) -> Stack:
 
 
 # --- TIFF --------------------------------------------------------------------------------------------------------
-
-_UNIT_UM = {"um": 1.0, "µm": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-            "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
-            "centimeter": 1e4, "m": 1e6, "meter": 1e6, "å": 1e-4, "angstrom": 1e-4, "pm": 1e-6}
-
-
-def _to_um(value, unit: str | None) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    factor = _UNIT_UM.get((unit or "µm").strip().lower().replace("\\u00b5", "µ"))
-    if factor is None or not math.isfinite(number) or number <= 0:
-        return None
-    return number * factor
-
 
 def _ome_images(xml: str) -> list[dict]:
     """Per OME Image: its name, channel names and physical X size in µm."""
@@ -307,7 +243,7 @@ def _ome_images(xml: str) -> list[dict]:
         channels = [c.get("Name") or None for c in pixels if c.tag.endswith("}Channel") or c.tag == "Channel"]
         images.append({"name": image.get("Name") or image.get("ID") or "",
                        "channels": channels,
-                       "pixel_size_um": _to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))})
+                       "pixel_size_um": to_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))})
     return images
 
 
@@ -321,7 +257,7 @@ def _tiff_pixel_size(tif, page) -> float | None:
     per_unit = numerator / denominator  # pixels per unit
     if tif.is_imagej:
         unit = (tif.imagej_metadata or {}).get("unit")
-        return _to_um(1 / per_unit, unit) if unit else None
+        return to_um(1 / per_unit, unit) if unit else None
     unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 2
     return 1e4 / per_unit if int(unit) == 3 else None  # centimetres; inches are a photo's print size
 
@@ -329,7 +265,7 @@ def _tiff_pixel_size(tif, page) -> float | None:
 def _tiff_stack(data: bytes, scene: str | int, max_pixels: int) -> Stack:
     import tifffile
 
-    _check_ifd_chain(data)
+    check_ifd_chain(data)
     tif = tifffile.TiffFile(io.BytesIO(data))
     try:
         if not tif.series:
@@ -341,8 +277,8 @@ def _tiff_stack(data: bytes, scene: str | int, max_pixels: int) -> Stack:
         axes, shape = series.axes, series.shape
         if "Y" not in axes or "X" not in axes:
             raise ImageError(f"TIFF has no 2-D image (axes {axes})", code="unsupported_format")
-        _check_pixels(shape[axes.index("Y")], shape[axes.index("X")], max_pixels)
-        _check_tiff_bytes(series, max_pixels)
+        check_pixels(shape[axes.index("Y")], shape[axes.index("X")], max_pixels)
+        check_tiff_bytes(series, max_pixels)
         shaped, axes = _canonical(np.broadcast_to(np.zeros((), series.dtype), shape), axes)  # no pixels yet
         meta = ome[index] if index < len(ome) else {}
         pixel_size = meta.get("pixel_size_um") or _tiff_pixel_size(tif, series.keyframe)

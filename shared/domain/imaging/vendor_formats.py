@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError
-from shared.domain.imaging.reading import Stack, _to_um, check_plane_bytes, reduce_z, select_scene
+from shared.domain.imaging.errors import ImageError
+from shared.domain.imaging.stack import Stack, check_plane_bytes, reduce_z, select_scene, to_um
 
 MAGIC = {"czi": (b"ZISRAWFILE",), "nd2": (b"\xda\xce\xbe\x0a", b"\x00\x00\x00\x0cjP  \r\n\x87\n")}
 SUFFIXES = {".czi": "czi", ".nd2": "nd2", ".lif": "lif"}
@@ -117,7 +117,7 @@ def _lif(path: str, scene: str | int, max_pixels: int) -> Stack:
             names = [d.get("LUTName") or None for d in image.xml_element.iter("ChannelDescription")]
         names = names if len(names) == plane["C"] else [None] * plane["C"]
         x = image.coords.get("X")
-        pixel_size = _to_um(abs(x[1] - x[0]), "m") if x is not None and len(x) > 1 else None
+        pixel_size = to_um(abs(x[1] - x[0]), "m") if x is not None and len(x) > 1 else None
         frame_axes = set(image.frames.frame_sizes)
     except BaseException:
         lif.close()
@@ -220,7 +220,7 @@ def ome_zarr(path: Path, scene: str | int, max_pixels: int) -> Stack:
     scale = next((t["scale"] for t in level.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
     pixel_size = None
     if scale and "X" in axes:
-        pixel_size = _to_um(scale[axes.index("X")], units.get("X") or "micrometer")
+        pixel_size = to_um(scale[axes.index("X")], units.get("X") or "micrometer")
 
     def load(t: int, z: str | int) -> np.ndarray:
         pick = tuple(t if a == "T" else slice(None) if a in "CZYX" else 0 for a in axes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.labels import archive, geojson, imagej, masks
 from shared.domain.labels.errors import bad_labels
 from shared.domain.labels.image import read_label_image

@@ -12,7 +12,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.labels.errors import LabelsTooLarge
 
 MAX_ENTRIES = 50_000

@@ -1,7 +1,7 @@
 """Errors of a label upload: ImageError (400 by default) with a stable code, and 413 for what is too large."""
 from __future__ import annotations
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 
 
 class LabelsTooLarge(ImageError):

@@ -6,7 +6,11 @@ import struct
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError, decode, sniff_format
+from shared.domain.imaging.decoders import sniff_format
+
+from shared.domain.imaging.errors import ImageError
+
+from shared.domain.imaging.imageio import decode
 
 
 def declared_size(data: bytes) -> tuple[int, int] | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.labels import archive
 from shared.domain.labels.errors import LabelsTooLarge, bad_labels
 from shared.domain.labels.raster import Outlines

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 from shared.domain.labels import archive
 from shared.domain.labels.errors import within
 from shared.domain.labels.image import read_sized
 
 MAX_MASKS = 20_000
-# Each mask is a whole image to decode (a 2048x2048 PNG mask takes 30-100 ms): at most this many pixels decoded
+# Each mask is a whole image to decode, so decoding is what a mask upload costs: at most this many pixels decoded
 # in all, so 8192 masks of a 256x256 image or 128 of a 2048x2048 one; more nuclei come as one label image, as
 # ImageJ ROIs or as GeoJSON.
 MAX_MASK_PIXELS = 1 << 29

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.domain.imaging.imageio import ImageError
+from shared.domain.imaging.errors import ImageError
 
 # The outlines of one upload together may cover the image (their row crossings and pixels) this many times
 # over: nuclei hardly overlap, so more means outlines that are not nuclei, or a request built to cost time.
