@@ -148,3 +148,13 @@ def csrf_from(html: bytes | str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', text)
     assert match, "the page has no CSRF field"
     return match.group(1)
+
+
+def sign_in(harness, role: str = "admin", project=None):
+    """A browser-like client signed in with a fresh token; returns (client, csrf)."""
+    client = harness.app.test_client()
+    token = harness.token(role, project)
+    page = client.get("/login")
+    response = client.post("/login", data={"token": token, "csrf_token": csrf_from(page.data), "next": "/"})
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+    return client, csrf_from(client.get("/").data)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from services.api.model_versions import ACTIVATED_BY_ADMIN, AWAITING_ADMIN
 from shared.infra.auth import get_or_create_project
 from shared.infra.db.tables import JobStatus, ModelVersion, TrainingRun
-from tests.test_web_pages import sign_in
+from testkit.api import sign_in
 
 
 def _awaiting_run(harness, project: str, version: str) -> str:

@@ -12,7 +12,7 @@ from minio import Minio
 from werkzeug.serving import make_server
 
 from shared.infra.db.tables import Image, Job
-from tests.support.api import ApiHarness, nuclei_image
+from testkit.api import ApiHarness, nuclei_image
 
 
 @pytest.fixture

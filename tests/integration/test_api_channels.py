@@ -9,7 +9,7 @@ import numpy as np
 import tifffile
 
 from shared.infra.db.tables import Image
-from tests.support.channels import ome_tiff, two_channel_planes
+from testkit.channels import ome_tiff, two_channel_planes
 
 
 def image_row(harness, image_id: str) -> Image:

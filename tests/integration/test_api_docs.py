@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from services.api.openapi import openapi_document
-from tests.support.api import csrf_from
+from testkit.api import csrf_from
 
 
 def sign_in(harness, role="viewer"):

@@ -13,8 +13,8 @@ import pytest
 import roifile
 import tifffile
 
-from tests.support.api import nuclei_image
-from tests.test_web_pages import sign_in
+from testkit.api import nuclei_image
+from testkit.api import sign_in
 
 
 def _upload(admin, experiment, name, seed, **fields):

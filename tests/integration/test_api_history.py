@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from shared.infra.db.tables import Image
-from tests.support.api import csrf_from, nuclei_image
+from testkit.api import csrf_from, nuclei_image
 
 PARQUET = "application/vnd.apache.parquet"
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from shared.infra.db.tables import JobStatus, Label, TrainingRun
 from shared.domain.imaging.imageio import decode
-from tests.support.api import ApiHarness, nuclei_image, png_bytes, tiff_bytes
+from testkit.api import ApiHarness, nuclei_image, png_bytes, tiff_bytes
 
 
 def post_labels(client, image_id: str, data: bytes, filename: str = "labels.png"):
@@ -210,7 +210,7 @@ def test_enough_new_labels_start_one_training_run(harness, admin, experiment):
 # --- the image page ----------------------------------------------------------------------------
 
 def test_the_image_page_takes_a_label_upload(harness, admin, experiment, dsb_samples):
-    from tests.test_web_pages import sign_in
+    from testkit.api import sign_in
 
     sample = dsb_samples[0]
     image_id = upload_image(admin, experiment, sample.path.read_bytes())

@@ -14,7 +14,7 @@ from flask import url_for
 from werkzeug.serving import make_server
 
 from shared.infra.db.tables import Image, Job
-from tests.support.api import nuclei_image, png_bomb, tiff_bytes
+from testkit.api import nuclei_image, png_bomb, tiff_bytes
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def test_every_api_route_refuses_a_missing_or_wrong_token(harness):
 
     routes = api_routes(harness.app)
     assert len(routes) >= 12
-    # many wrong tokens from one address: throttling off here (tests/test_throttling.py covers it)
+    # many wrong tokens from one address: throttling off here (tests/integration/test_throttling.py covers it)
     client = create_app(harness.settings.model_copy(update={"auth_failure_limit": ""})).test_client()
     for method, url in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):

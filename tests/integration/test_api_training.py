@@ -12,7 +12,7 @@ import pytest
 from shared.domain.model import weights_file
 from shared.infra import registry
 from shared.infra.db.tables import JobStatus, ModelVersion, TrainingRun, utcnow
-from tests.support.env import clear_shared_caches
+from testkit.env import clear_shared_caches
 
 
 def train_queue_depth() -> int:
@@ -211,7 +211,7 @@ def test_shipped_weights_with_a_sidecar_are_registered_without_torch(harness, ad
 # --- the models page ---------------------------------------------------------------------------
 
 def test_the_models_page_starts_runs_and_activates_versions(harness, admin, lineage):
-    from tests.test_web_pages import sign_in
+    from testkit.api import sign_in
 
     client, csrf = sign_in(harness, role="admin")
     page = client.get("/models").data.decode()

@@ -157,8 +157,8 @@ def test_the_worker_segments_a_big_image_in_regions(use_settings, tmp_path, monk
     from shared.infra.db.session import session_scope
     from shared.infra.db.session import write_scope
     from shared.infra.storage import get_store
-    from tests.support.channels import ome_tiff, two_channel_planes
-    from tests.support.pipeline import seed_job
+    from testkit.channels import ome_tiff, two_channel_planes
+    from testkit.pipeline import seed_job
 
     use_settings(tmp_path, whole_image_max_pixels=1000)
     monkeypatch.setattr(tiled, "REGION", 48)

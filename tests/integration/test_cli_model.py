@@ -2,28 +2,20 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tifffile
 
-NUCLEUS = [sys.executable, "-m", "nucleus.cli"]
+from testkit.cli import run
+
 
 
 @pytest.fixture
 def dsb_dir():
-    from shared.domain.datasets.labelled import default_dsb_dir
+    from testkit import data
 
-    return default_dsb_dir()
-
-
-def run(*args, cwd=None, check=True):
-    proc = subprocess.run([*NUCLEUS, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"nucleus {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return data.dsb_dir()
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from nucleus.client import ApiError, Client, ServerUnreachable, read_token
-from tests.support.api import nuclei_image, png_bytes
-from tests.support.net import free_port
-from tests.support.served import served_api
+from testkit.api import nuclei_image, png_bytes
+from testkit.net import free_port
+from testkit.served import served_api
 
 
 @pytest.fixture(scope="module")

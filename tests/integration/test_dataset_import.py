@@ -14,8 +14,8 @@ from shared.infra.settings import Settings
 from shared.domain.datasets.labelled import load
 from shared.domain.imaging.imageio import read_labels
 from shared.infra.storage import make_store
-from tests.support import data
-from tests.support.env import service_env
+from testkit import data
+from testkit.env import service_env
 
 TRAIN_IMAGES = 4
 VALIDATION_IMAGES = 2

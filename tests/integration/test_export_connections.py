@@ -11,8 +11,8 @@ import requests
 
 from services.api import exports
 from shared.infra.db.session import get_engine
-from tests.support.api import nuclei_image
-from tests.support.served import served_api
+from testkit.api import nuclei_image
+from testkit.served import served_api
 
 PATHS = ["/api/v1/experiments/{name}/nuclei.csv", "/api/v1/experiments/{name}/results?format=csv",
          "/api/v1/experiments/{name}/nuclei.parquet", "/api/v1/experiments/{name}/archive.zip"]

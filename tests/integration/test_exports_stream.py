@@ -11,8 +11,8 @@ import pytest
 
 from shared.infra import jobs
 from shared.domain.spreadsheet import inert
-from tests.support import servers
-from tests.support.api import ApiHarness, nuclei_image
+from testkit import servers
+from testkit.api import ApiHarness, nuclei_image
 
 FORMULAS = {"filename": "=1+2.png", "condition": '=HYPERLINK("http://example.com","x")', "well": "@SUM(1+1)",
             "plate": "+cmd|' /C calc'!A0"}

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
-from tests.support.pipeline import job_row, seed_job
+from testkit.pipeline import job_row, seed_job
 
 LEASE = 60
 

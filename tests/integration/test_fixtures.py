@@ -9,8 +9,8 @@ import redis
 import sqlalchemy
 import urllib3
 
-from tests.support.env import service_env
-from tests.support.wait import wait_for
+from testkit.env import service_env
+from testkit.wait import wait_for
 
 
 def test_pg_url_is_a_private_writable_database(pg_url):
@@ -89,7 +89,7 @@ def test_throwaway_postgres_survives_restart_and_crash(throwaway_postgres):
 def test_tcp_proxy_cuts_and_restores_the_path_to_s3(moto, tcp_proxy):
     from minio import Minio
 
-    from tests.support.servers import S3_ACCESS_KEY, S3_SECRET_KEY
+    from testkit.servers import S3_ACCESS_KEY, S3_SECRET_KEY
 
     bucket = moto.make_bucket()
     proxy = tcp_proxy(moto.port)

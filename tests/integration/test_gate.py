@@ -10,9 +10,9 @@ import pytest
 
 from services.trainer import held_out
 from shared.infra.db.tables import HeldOutImage, ModelVersion
-from tests.support import lines
-from tests.support.api import nuclei_image
-from tests.test_resegment import sign_in
+from testkit import lines
+from testkit.api import nuclei_image
+from testkit.api import sign_in
 
 
 def places(project: str) -> dict[str, bool]:
@@ -71,7 +71,7 @@ def labelled_project(project: str, samples, labels_of) -> list[str]:
 
 @pytest.fixture
 def five_images():
-    from tests.support import data
+    from testkit import data
 
     return data.pick("fluorescence", 256, 256, n=5)
 
@@ -139,7 +139,7 @@ def test_a_run_on_scrambled_labels_is_not_promoted(use_settings, tmp_path, five_
 def test_a_run_evaluated_on_nothing_waits_for_an_admin(use_settings, tmp_path, five_images):
     from shared.infra.settings import get_settings
     from shared.infra.db.migrate import upgrade
-    from tests.support.api import ApiHarness
+    from testkit.api import ApiHarness
 
     use_settings(tmp_path, **lines.no_base_set(tmp_path), **lines.TINY_TRAINING)
     upgrade()

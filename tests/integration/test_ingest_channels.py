@@ -17,8 +17,8 @@ from nucleus.client import Client
 from nucleus.commands.ingest import ingest
 from nucleus.ingest.names import instrument_field
 from nucleus.ingest.stacking import stack_channels
-from tests.support.channels import two_channel_planes
-from tests.support.served import served_api
+from testkit.channels import two_channel_planes
+from testkit.served import served_api
 
 
 @pytest.fixture(scope="module")

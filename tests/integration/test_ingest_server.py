@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import data
-from tests.support.http import Client
-from tests.support.net import free_port
-from tests.support.stack import NUCLEUS, EmbeddedStack
-from tests.support.wait import wait_for
+from testkit import data
+from testkit.http import Client
+from testkit.net import free_port
+from testkit.stack import NUCLEUS, EmbeddedStack
+from testkit.wait import wait_for
 
 
 class IngestProcess:

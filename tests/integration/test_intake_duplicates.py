@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from services.api import create_app
 from shared.infra.db.tables import Job, JobStatus
-from tests.support.api import TokenClient, nuclei_image
+from testkit.api import TokenClient, nuclei_image
 
 
 def test_a_duplicate_answers_with_the_images_newest_job(harness, admin, experiment):

@@ -17,7 +17,7 @@ from skimage.draw import polygon as draw_polygon
 from shared.infra.db.tables import Label
 from shared.domain.imaging.imageio import decode
 from shared.domain.labels.raster import Outlines
-from tests.support.api import png_bytes
+from testkit.api import png_bytes
 
 HEIGHT, WIDTH = 48, 64  # not square, so that x and y cannot be swapped unseen
 

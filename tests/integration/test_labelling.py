@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from services.api import create_app
 from shared.infra.db.tables import JobStatus, TrainingRun
-from tests.support.api import nuclei_image, png_bytes
-from tests.test_web_pages import sign_in
+from testkit.api import nuclei_image, png_bytes
+from testkit.api import sign_in
 
 
 def test_every_label_route_starts_a_run_after_enough_labels(harness, admin, experiment):

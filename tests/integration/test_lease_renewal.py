@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.support.pipeline import job_row, seed_job
+from testkit.pipeline import job_row, seed_job
 
 LEASE = 2
 

@@ -10,8 +10,8 @@ from services.api.queries import ResultFilters
 from services.api.web import marker_plots
 from shared.infra import jobs
 from shared.infra.db.tables import Experiment, Image
-from tests.support.api import nuclei_image
-from tests.test_web_pages import sign_in
+from testkit.api import nuclei_image
+from testkit.api import sign_in
 
 EDU = {"dmso": [[100.0, 200.0, 900.0], [50.0]], "drug": [[1000.0, 1500.0, 300.0]]}
 

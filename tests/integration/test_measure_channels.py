@@ -96,8 +96,8 @@ def test_the_worker_stores_every_channel_and_microns(use_settings, tmp_path):
     from shared.infra.db.session import session_scope
     from shared.infra.db.session import write_scope
     from shared.infra.storage import get_store
-    from tests.support.pipeline import seed_job
-    from tests.support.channels import ome_tiff, two_channel_planes
+    from testkit.pipeline import seed_job
+    from testkit.channels import ome_tiff, two_channel_planes
 
     use_settings(tmp_path)
     upgrade(f"sqlite:///{tmp_path / 'nucleus.db'}")

@@ -6,11 +6,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.http import Client
-from tests.support.net import free_port
-from tests.support.pipeline import weights_overrides
-from tests.support.stack import EmbeddedStack
-from tests.support.wait import wait_for
+from testkit.http import Client
+from testkit.net import free_port
+from testkit.pipeline import weights_overrides
+from testkit.stack import EmbeddedStack
+from testkit.wait import wait_for
 
 
 def samples(text: str) -> dict[tuple[str, frozenset], float]:

@@ -10,8 +10,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from tests.support import servers
-from tests.support.env import service_env
+from testkit import servers
+from testkit.env import service_env
 
 NUCLEUS = Path(sys.executable).parent / "nucleus"
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support import lines
-from tests.support.api import ApiHarness, nuclei_image
-from tests.test_resegment import sign_in
+from testkit import lines
+from testkit.api import ApiHarness, nuclei_image
+from testkit.api import sign_in
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_a_project_token_sees_only_its_own_line(two_labs):
 
 
 def sign_in_project(harness, project: str):
-    from tests.support.api import csrf_from
+    from testkit.api import csrf_from
 
     client = harness.app.test_client()
     client.post("/login", data={"token": harness.token("viewer", project),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.env import service_env
-from tests.support.pipeline import CeleryWorker, dsb_bytes, results_of, seed_job, wait_job, weights_overrides
+from testkit.env import service_env
+from testkit.pipeline import CeleryWorker, dsb_bytes, results_of, seed_job, wait_job, weights_overrides
 
 SETTINGS = {"job_lease_seconds": 30, **weights_overrides()}
 
@@ -73,8 +73,8 @@ def test_lost_message_is_recovered_by_the_sweeper(embedded, worker, dsb_samples)
 def test_worker_restarted_under_its_name_resumes_its_killed_job(embedded, embedded_dir, worker, dsb_samples):
     # the file-system broker loses the message of a killed worker; with the default 5-minute lease
     # only the restarted worker itself can pick the job up within seconds
-    from tests.support.pipeline import job_row, tiled_png
-    from tests.support.wait import wait_for
+    from testkit.pipeline import job_row, tiled_png
+    from testkit.wait import wait_for
 
     _, job_id = seed_job(tiled_png(dsb_samples[3], 6), filename="large.png")
     wait_for(lambda: job_row(job_id).status.value == "running", timeout=120, interval=0.05, message="job running")

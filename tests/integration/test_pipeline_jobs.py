@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from tests.support import servers
-from tests.support.pipeline import job_row, results_of, seed_job
+from testkit import servers
+from testkit.pipeline import job_row, results_of, seed_job
 
 NUCLEUS = {"label": 1, "area": 10.0, "perimeter": 12.0, "centroid_x": 1.0, "centroid_y": 2.0,
            "equivalent_diameter": 3.5, "eccentricity": 0.2, "solidity": 0.9, "mean_intensity": 5.0,
@@ -26,7 +26,7 @@ def a_result(image_id: str, job_id: str, count: int) -> dict:
 def private_postgres():
     url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_jobs")
     yield url
-    from tests.support.env import clear_shared_caches
+    from testkit.env import clear_shared_caches
 
     clear_shared_caches()
     servers.drop_database(url)

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from tests.support import servers
-from tests.support.env import service_env
-from tests.support.pipeline import (CeleryWorker, dsb_bytes, job_row, results_of, seed_job, tiled_png, wait_job,
+from testkit import servers
+from testkit.env import service_env
+from testkit.pipeline import (CeleryWorker, dsb_bytes, job_row, results_of, seed_job, tiled_png, wait_job,
                                     weights_overrides)
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 LEASE_SECONDS = 20
 

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from services.api.queries import ResultFilters, area_histogram, counts_by_condition, mean_count_by_well, result_for
 from shared.infra.db.tables import Experiment, Image
-from tests.support.api import nuclei_image
+from testkit.api import nuclei_image
 
 
 def test_plot_figures_match_the_experiment(harness, admin, experiment):

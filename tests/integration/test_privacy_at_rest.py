@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api import nuclei_image
-from tests.support.http import Client
-from tests.support.pipeline import weights_overrides
-from tests.support.stack import EmbeddedStack
+from testkit.api import nuclei_image
+from testkit.http import Client
+from testkit.pipeline import weights_overrides
+from testkit.stack import EmbeddedStack
 
 
 def modes(root: Path, skip: set[str] = frozenset()) -> dict[str, str]:
@@ -42,7 +42,7 @@ def open_umask():
 
 
 def test_the_api_creates_a_private_data_dir(tmp_path, use_settings, open_umask):
-    from tests.support.api import ApiHarness
+    from testkit.api import ApiHarness
 
     data_dir = tmp_path / "new" / "data"
     harness = ApiHarness(use_settings(data_dir))

@@ -1,7 +1,7 @@
 """Re-segmenting an experiment with another model version through the API and the experiment page: one new
 job per (filtered) image naming the version, nothing twice, every result keeping its version; the image's
 result and the history show the newest, `?version=` the older ones, and a per-version count summary compares
-them. Jobs are finished the way a worker finishes them (tests.support.api.ApiHarness.finish)."""
+them. Jobs are finished the way a worker finishes them (testkit.api.ApiHarness.finish)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ import pytest
 
 from shared.infra import registry
 from shared.infra.db.tables import Job, ModelVersion
-from tests.support.api import csrf_from, nuclei_image
+from testkit.api import nuclei_image, sign_in
 
 OLD, NEW = "nucleus-reseg-0000aaaa", "nucleus-reseg-0000bbbb"
 PLATE = [(301, "control", "A01"), (302, "control", "A02"), (303, "drug", "B01")]
@@ -22,13 +22,6 @@ def register(harness, version: str) -> None:
     with harness.session() as session:
         session.add(ModelVersion(version=version, parent=None, object_key=registry.object_key(version),
                                  sha256=hashlib.sha256(raw).hexdigest(), training_summary={}, metrics={}))
-
-
-def sign_in(harness, role: str = "admin"):
-    client = harness.app.test_client()
-    client.post("/login", data={"token": harness.token(role), "csrf_token": csrf_from(client.get("/login").data),
-                                "next": "/"})
-    return client, csrf_from(client.get("/").data)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.support import data
-from tests.support.http import Client
-from tests.support.lines import scrambled_labels
-from tests.support.pipeline import weights_overrides
-from tests.support.stack import EmbeddedStack
-from tests.support.wait import wait_for
-from tests.support.api import png_bytes
+from testkit import data
+from testkit.http import Client
+from testkit.lines import scrambled_labels
+from testkit.pipeline import weights_overrides
+from testkit.stack import EmbeddedStack
+from testkit.wait import wait_for
+from testkit.api import png_bytes
 
 # A budget that finishes a run in well under a minute on 2 cores: two steps per epoch on 96-pixel crops. The base
 # set is as large as the trainer needs to fit the new version's size model (shared.domain.model.size.MIN_FIT_IMAGES).

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event
 
-from tests.support import servers
-from tests.support.env import apply_settings, clear_shared_caches
+from testkit import servers
+from testkit.env import apply_settings, clear_shared_caches
 
 SCANNED = re.compile(r"Seq Scan on (images|results|nuclei)\b")
 
@@ -41,7 +41,7 @@ def database():
 
 @pytest.fixture(scope="module")
 def harness(database, tmp_path_factory):
-    from tests.support.api import ApiHarness
+    from testkit.api import ApiHarness
 
     url, _scale = database
     monkeypatch = pytest.MonkeyPatch()

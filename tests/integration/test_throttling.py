@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from tests.support.api import csrf_from, nuclei_image
+from testkit.api import csrf_from, nuclei_image
 
 
 def make_app(harness, **settings):
@@ -212,7 +212,7 @@ def test_the_benchmark_runs():
     import sys
     from pathlib import Path
 
-    out = subprocess.run([sys.executable, "bench/rate_limits.py", "-n", "12"], cwd=Path(__file__).resolve().parents[1],
+    out = subprocess.run([sys.executable, "bench/rate_limits.py", "-n", "12"], cwd=Path(__file__).resolve().parents[2],
                          capture_output=True, text=True, timeout=300, check=True).stdout
     assert "label upload (404), limit on" in out and "[404]" in out
     assert "unknown token, throttle on" in out and "[401, 429]" in out

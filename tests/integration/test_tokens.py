@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from tests.support.stack import nucleus_command
+from testkit.stack import nucleus_command
 
 
 def token_rows(data_dir) -> list[tuple]:

@@ -17,7 +17,7 @@ from shared.domain.model import onnx_inference, scale
 from shared.domain.model.segmenter import Segmenter
 from shared.domain.segmentation.postprocess import instances
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

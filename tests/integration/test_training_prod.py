@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from tests.support import data
-from tests.support.http import Client
-from tests.support.pipeline import weights_overrides
-from tests.support.stack_prod import ProdStack, Service
-from tests.support.wait import wait_for
+from testkit import data
+from testkit.http import Client
+from testkit.pipeline import weights_overrides
+from testkit.stack_prod import ProdStack, Service
+from testkit.wait import wait_for
 
 TRAIN_IMAGES, VALIDATION_IMAGES = 6, 2
 TINY_BUDGET = dict(training_steps_per_epoch=2, training_crop=96, training_batch=2)

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from tests.support.http import Client
-from tests.support.pipeline import weights_overrides
-from tests.support.stack import EmbeddedStack
-from tests.support.wait import wait_for
+from testkit.http import Client
+from testkit.pipeline import weights_overrides
+from testkit.stack import EmbeddedStack
+from testkit.wait import wait_for
 
 
 def session_processes(stack: EmbeddedStack) -> dict[int, str]:
@@ -64,9 +64,9 @@ def test_up_runs_everything_restarts_a_killed_worker_and_stops_cleanly(stack, ds
 
 def start_and_stop(data_dir) -> list[str]:
     """Run `nucleus up` until it has printed its start-up lines, then SIGTERM it; return its stdout lines."""
-    from tests.support.env import service_env
-    from tests.support.net import free_port
-    from tests.support.stack import NUCLEUS
+    from testkit.env import service_env
+    from testkit.net import free_port
+    from testkit.stack import NUCLEUS
 
     process = subprocess.Popen([str(NUCLEUS), "up", "--port", str(free_port()), "--data-dir", str(data_dir)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -14,10 +14,10 @@ import time
 
 from nucleus.commands.up import child_commands, child_environment, wants_json
 from shared.infra.logs import JsonFormatter, PlainFormatter, bind_job
-from tests.support.env import service_env
-from tests.support.net import free_port
-from tests.support.pipeline import weights_overrides
-from tests.support.stack import NUCLEUS
+from testkit.env import service_env
+from testkit.net import free_port
+from testkit.pipeline import weights_overrides
+from testkit.stack import NUCLEUS
 
 READABLE = re.compile(r"^\d\d:\d\d:\d\d [a-z]+(-\d+)?\[\d+\] (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S")
 

@@ -4,7 +4,7 @@ images through the form, wait for the rows to show `done` with a count, see the 
 image's overlay actually loaded. Screenshots land in the test's tmp dir."""
 from __future__ import annotations
 
-from tests.support.browser import wait
+from testkit.browser import wait
 
 RESULT_TIMEOUT = 180  # two 256x256 images on 2 busy CPU cores, model load included
 

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.crops import crops, png_bytes
-from tests.support.http import Client
-from tests.support.pipeline import weights_overrides
-from tests.support.stack_prod import ProdStack
-from tests.support.wait import wait_for
+from testkit.crops import crops, png_bytes
+from testkit.http import Client
+from testkit.pipeline import weights_overrides
+from testkit.stack_prod import ProdStack
+from testkit.wait import wait_for
 
 N_IMAGES = int(os.environ.get("NUCLEUS_FAULT_IMAGES", "20"))
 LEASE_SECONDS = 15

@@ -15,7 +15,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.fuzzdata import broken_files, hostile_filenames, hostile_text, png_declaring, seed_files
+from testkit.fuzzdata import broken_files, hostile_filenames, hostile_text, png_declaring, seed_files
 
 EXAMPLES = max(10, int(os.environ.get("NUCLEUS_FUZZ_EXAMPLES", "300")) // 5)
 CONTENT_TYPES = [b"image/png", b"image/tiff", b"application/octet-stream", b"text/plain", b"\xff/\xfe"]
@@ -54,7 +54,7 @@ def fuzz_target(embedded_stack, stack_client):
 
 def audit_embedded(data_dir):
     from shared.infra.storage import LocalStore
-    from tests.support.audit import audit
+    from testkit.audit import audit
 
     return audit(f"sqlite:///{data_dir / 'nucleus.db'}", LocalStore(data_dir / "objects"))
 

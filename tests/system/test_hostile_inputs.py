@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.support.api import png_bytes
-from tests.support.hostile import (MiB, can_reset_peak, catalogue, jpeg_declaring, measured, png_of_zeros,
+from testkit.api import png_bytes
+from testkit.hostile import (MiB, can_reset_peak, catalogue, jpeg_declaring, measured, png_of_zeros,
                                    tiff_of_zeros)
 
 SHAPE = (256, 256)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from shared.domain.imaging.imageio import decode
-from tests.support.api import csrf_from, nuclei_image, png_bytes, tiff_bytes
-from tests.support.browser import wait
+from testkit.api import csrf_from, nuclei_image, png_bytes, tiff_bytes
+from testkit.browser import wait
 
 WIDTH, HEIGHT = 96, 64  # not square: the canvas must keep the aspect ratio
 
@@ -179,7 +179,7 @@ def test_paint_erase_delete_undo_and_save_in_a_browser(browser, embedded_stack, 
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from tests.support.http import Client
+    from testkit.http import Client
 
     api = Client(embedded_stack.url, embedded_stack.token)
     assert api.create_experiment("editor-plate").status_code == 201

@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from tests.support import servers
-from tests.support.env import service_env
-from tests.support.proxy import TcpProxy
-from tests.support.pipeline import (CeleryWorker, dsb_bytes, job_row, results_of, seed_job, wait_job,
+from testkit import servers
+from testkit.env import service_env
+from testkit.proxy import TcpProxy
+from testkit.pipeline import (CeleryWorker, dsb_bytes, job_row, results_of, seed_job, wait_job,
                                     weights_overrides)
-from tests.support.wait import wait_for
+from testkit.wait import wait_for
 
 
 @pytest.fixture(scope="module")

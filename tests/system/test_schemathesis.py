@@ -4,10 +4,10 @@ codes, content types and headers.
 
 The operations come from the document the API serves (built in-process here for collection; the test
 also checks the served one is the same). `POST /training-runs` is left out: every accepted example
-would start a real training run on the test machine's CPU (tests/test_api_training.py covers it).
+would start a real training run on the test machine's CPU (tests/integration/test_api_training.py covers it).
 
 Schemathesis also sends every operation requests with invalid credentials and expects 401/403. Past
-NUCLEUS_AUTH_FAILURE_LIMIT those are rightly answered 429 (tests/test_throttling.py checks that), so
+NUCLEUS_AUTH_FAILURE_LIMIT those are rightly answered 429 (tests/integration/test_throttling.py checks that), so
 this module's stack runs with a limit those checks cannot reach: what is checked here is that an
 unknown token is refused, not how often.
 
@@ -22,7 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from services.api.openapi import openapi_document
-from tests.support.stack import EmbeddedStack
+from testkit.stack import EmbeddedStack
 
 EXAMPLES = int(os.environ.get("NUCLEUS_SCHEMATHESIS_EXAMPLES", "8"))
 SKIPPED = {"POST /training-runs"}

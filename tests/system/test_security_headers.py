@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.api import csrf_from
+from testkit.api import csrf_from
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "services" / "api" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "api" / "templates"
 
 
 def directives(policy: str) -> dict[str, list[str]]:

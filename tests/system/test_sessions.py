@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from shared.infra.db.tables import WebSession
-from tests.support.api import csrf_from
+from testkit.api import csrf_from
 
 
 def sign_in(app, token: str):

@@ -6,17 +6,7 @@ import io
 
 
 from shared.infra.db.tables import Image
-from tests.support.api import csrf_from, nuclei_image
-
-
-def sign_in(harness, role="admin", project=None):
-    """A browser-like client signed in with a fresh token; returns (client, csrf)."""
-    client = harness.app.test_client()
-    token = harness.token(role, project)
-    page = client.get("/login")
-    response = client.post("/login", data={"token": token, "csrf_token": csrf_from(page.data), "next": "/"})
-    assert response.status_code == 303 and response.headers["Location"] == "/"
-    return client, csrf_from(client.get("/").data)
+from testkit.api import csrf_from, nuclei_image, sign_in
 
 
 def test_pages_need_a_session(harness):

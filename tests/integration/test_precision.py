@@ -1,0 +1,37 @@
+"""Mixed precision is a speed choice: it must not change what the model finds."""
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared.domain.imaging.imageio import read_image
+from shared.domain.accuracy import average_precision
+from shared.domain.model import precision
+from shared.domain.model.segmenter import Segmenter
+
+
+def test_precision_names_are_checked():
+    cpu = torch.device("cpu")
+    assert precision.resolve("fp32", cpu) is None
+    assert precision.resolve("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve("half", cpu)
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags from Linux's /proc/cpuinfo")
+def test_auto_uses_bfloat16_only_where_the_cpu_has_the_instructions():
+    # AVX-512 alone is not enough: oneDNN then emulates bfloat16, slower than float32.
+    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    expected = torch.bfloat16 if flags & {"avx512_bf16", "amx_bf16"} else None
+    assert precision.resolve("auto", torch.device("cpu")) is expected
+
+
+def test_bfloat16_and_float32_find_the_same_nuclei(dsb_samples):
+    full, mixed = Segmenter(precision="fp32"), Segmenter(precision="bf16")
+    for sample in dsb_samples[:2]:
+        image = read_image(sample.path)
+        a, b = full.predict(image), mixed.predict(image)
+        assert np.abs(a.foreground - b.foreground).mean() < 0.01
+        assert average_precision(full.segment(image), mixed.segment(image), 0.5) > 0.95
