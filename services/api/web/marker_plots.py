@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from services.api.errors import ApiError
 from services.api.queries import STREAM_BATCH, ResultFilters, apply_filters, experiment_query
-from shared.infra.db.tables import Experiment, Image, Nucleus, Result
+from shared.infra.db.tables import Experiment, Image, JobStatus, Nucleus, Result
 from shared.domain.imaging.read_options import channel_columns
 
 MARKER_PREFIX = "mean_intensity_"
@@ -37,12 +37,13 @@ def marker_choices(session: Session, experiment: Experiment, filters: ResultFilt
     seen. The channel lists come from the images, each distinct list once; per list one result of an image
     with it says which of its channels were measured (the worker measures the same columns for the same
     channels), so no page view scans the experiment's results."""
+    if filters.status not in (None, JobStatus.done.value):
+        return []  # only a done job has a result (jobs.complete writes both at once): nothing to search for
     listed = cast(Image.channel_names, Text)
-    columns = [listed, func.min(Image.created)]
-    if filters.reads_jobs:
-        query = experiment_query(columns, experiment, filters)
-    else:
-        query = apply_filters(select(*columns).where(Image.experiment_id == experiment.id), filters)
+    # the lists of the images that the image filters choose; the status or version filter is applied by the
+    # search for a result below, which stops at the first (most of an experiment's jobs are done)
+    by_image = replace(filters, status=None, version=None)
+    query = apply_filters(select(listed, func.min(Image.created)).where(Image.experiment_id == experiment.id), by_image)
     suffixes: dict[str, None] = {}
     for text, _first in session.execute(query.group_by(listed).order_by(func.min(Image.created))).all():
         measured = session.scalar(experiment_query([Result.measure_columns], experiment, filters, with_result=True)

@@ -86,12 +86,16 @@ class Job(Base):
     """Segmenting one image with one model version: the upload's job, then one per re-segmentation.
     Redeliveries and retries reuse it."""
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_image_created", "image_id", "created", "id"),)  # an image's jobs, newest last
+    __table_args__ = (
+        Index("ix_jobs_image_created", "image_id", "created", "id"),  # an image's jobs, newest last
+        # the jobs with one status and their images, from the index alone (the history's status filter)
+        Index("ix_jobs_status_image", "status", "image_id", postgresql_include=["created", "id"]),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
     # the version asked for (a re-segmentation); None: the project's active version when the job runs
     model_version: Mapped[str | None] = mapped_column(String(100))
-    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16), index=True,
+    status: Mapped[JobStatus] = mapped_column(Enum(JobStatus, native_enum=False, length=16),
                                               default=JobStatus.queued)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
