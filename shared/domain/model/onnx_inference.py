@@ -3,10 +3,11 @@
 A Segmenter (shared.domain.model.segmenter) that runs its network with ONNX Runtime keeps its exported graphs in the
 graph cache together with a record of everything else it segments with (shared.domain.model.graph_cache). A later
 process asking for the same weights with the same settings on the same machine loads `OnnxSegmenter` from them
-instead, which does what the Segmenter does on the CPU in float32 (normalise, measure the nuclei's size, resize,
-pad, turn and mirror the views, tile, average, post-process) with numpy's equivalents of the torch operations,
-giving the same maps within float rounding and the same labels. Importing torch costs more than the rest of a
-small command; `load_segmenter` picks this path when it can and the torch one (which fills the cache) otherwise.
+instead. Both segment through the code here: `Inference` (normalise, measure the nuclei's size, resize, tile,
+post-process) and, for the ONNX runtime, `OnnxRunner` (pad, turn and mirror the views, run the graph, average);
+only resizing differs (numpy's equivalent of torch's here), giving the same maps within float rounding and the
+same labels. Importing torch costs more than the rest of a small command; `load_segmenter` picks this path when it
+can and the torch one (which fills the cache) otherwise.
 """
 from __future__ import annotations
 
@@ -106,22 +107,30 @@ def resize_maps(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(across.reshape(channels, size[0], size[1]), dtype=np.float32)
 
 
-class OnnxSegmenter:
-    """Segmenter's inference (predict, segment, scale_factor, factor_for, predict_part) from cached graphs."""
+class Inference:
+    """What a segmenter does around its network, whichever library runs it: normalise, measure the nuclei's size,
+    resize, run the network in tiles, post-process. A subclass gives `_forward` (the maps of a normalised CxHxW
+    image averaged over views) and `style` (the encoder's summary the size model reads); one that works on torch
+    tensors also `_array` and `_resize`. Needs `diameter`, `size_model`, `postprocess`, `tile`, `overlap`, `views`."""
 
-    runtime = "onnx"
+    @staticmethod
+    def _array(x: np.ndarray):
+        """The normalised image in the form `_forward`, `style` and `_resize` take."""
+        return x
 
-    def __init__(self, record: dict, network, style_network, tile: int, views: int, overlap: int = OVERLAP):
-        self.version = record["version"]
-        self.stride = record["stride"]
-        self.diameter = record["diameter"]
-        self.size_model = SizeModel.from_dict(record["size_model"])
-        self.postprocess = PostprocessSettings.from_dict(record["postprocess"])
-        self.network, self.style_network = network, style_network
-        self.tile, self.views, self.overlap = tile, views, overlap
+    @staticmethod
+    def _resize(x, size: tuple[int, int]):
+        return resize_maps(x, size)
 
-    def predict(self, image: np.ndarray, diameter: float | None = None):
-        x = normalize(image)
+    def _forward(self, x, views: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def style(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, image: np.ndarray, diameter: float | None = None) -> Prediction:
+        """`diameter`: the nuclei's median diameter in pixels when known, instead of measuring it."""
+        x = self._array(normalize(image))
         if diameter:
             f, quick_look = scale.factor(diameter, self.diameter), None
         else:
@@ -133,27 +142,39 @@ class OnnxSegmenter:
         return p.labels if p.labels is not None else instances(p.foreground, p.boundary, p.distance, self.postprocess)
 
     def scale_factor(self, image: np.ndarray) -> float:
-        return self._measure(normalize(image))[0]
+        """How much `predict` enlarges this image so that its nuclei come out at the trained diameter."""
+        return self._measure(self._array(normalize(image)))[0]
+
+    # --- one image in parts (shared.domain.segmentation.tiled): each part normalised and enlarged as the whole is ---
 
     def factor_for(self, image: np.ndarray, intensity: tuple[float, float], diameter: float | None = None) -> float:
+        """The enlargement `predict` chooses for the whole of `image`, normalised only where it is measured (its
+        central window) with the whole image's `intensity` range (preprocess.intensity_range)."""
         if diameter:
             return scale.factor(diameter, self.diameter)
         side = WINDOW if self.size_model is not None else min(WINDOW, self.tile)
         height, width = image.shape[:2]
         top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-        return self._measure(normalize(image[top:top + side, left:left + side], intensity))[0]
+        return self._measure(self._array(normalize(image[top:top + side, left:left + side], intensity)))[0]
 
-    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float, tile: int | None = None):
-        return self._at_scale(normalize(part, intensity), f, tile)
+    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float,
+                     tile: int | None = None) -> Prediction:
+        """The maps of a part of an image whose range is `intensity` and whose enlargement is `f` (factor_for),
+        the network run in tiles of at most `tile` pixels (default: the segmenter's)."""
+        return self._at_scale(self._array(normalize(part, intensity)), f, tile)
 
-    def _at_scale(self, x: np.ndarray, f: float, tile: int | None = None):
+    def _at_scale(self, x, f: float, tile: int | None = None) -> Prediction:
+        """The maps of a normalised image seen enlarged `f` times, at the image's own size."""
         if f == 1.0:
             return Prediction(*self._maps(x, tile))
         height, width = x.shape[1:]
-        probs = self._maps(resize_maps(x, scale.scaled_size(height, width, f)), tile)
-        return Prediction(*resize_maps(probs, (height, width)))
+        probs = self._maps(self._resize(x, scale.scaled_size(height, width, f)), tile)
+        return Prediction(*np.asarray(self._resize(self._array(probs), (height, width))))
 
-    def _measure(self, x: np.ndarray):
+    def _measure(self, x) -> tuple[float, Prediction | None]:
+        """The enlargement, from the median nucleus diameter the size model reads off the encoder; and, for
+        weights exported before size models, from a quick segmentation (one view, at most the central
+        WINDOW pixels square) of the image as it is, returned too when it already is the whole prediction."""
         if not self.diameter:
             return 1.0, None
         if self.size_model is not None:
@@ -168,15 +189,21 @@ class OnnxSegmenter:
         complete = f == 1.0 and self.views == 1 and window.shape == x.shape
         return f, (Prediction(*probs, labels=labels) if complete else None)
 
-    def style(self, x: np.ndarray) -> np.ndarray:
-        return self.style_network.run(None, {"images": self._padded(x)})[0][0]
-
-    def _maps(self, x: np.ndarray, tile: int | None = None) -> np.ndarray:
+    def _maps(self, x, tile: int | None = None) -> np.ndarray:
         return tiled_maps(x, tile or self.tile, self.overlap, self._forward)
 
-    def _padded(self, x: np.ndarray) -> np.ndarray:
-        """Segmenter._padded: a batch of one, its sides padded to a multiple of the stride (F.pad's reflect is
-        numpy's reflect, its replicate numpy's edge)."""
+
+class OnnxRunner:
+    """The network's exported graph, and its encoder's once set, run by ONNX Runtime on a normalised CxHxW image
+    (numpy, or a CPU tensor): padded to the network's stride, seen in views, averaged. The ONNX path of both
+    OnnxSegmenter and the torch Segmenter (shared.domain.model.segmenter) with the onnx runtime."""
+
+    def __init__(self, network, stride: int, style_network=None):
+        self.network, self.stride, self.style_network = network, stride, style_network
+
+    def padded(self, x) -> np.ndarray:
+        """A batch of one, its sides padded to a multiple of the stride as the torch path pads (F.pad's reflect
+        is numpy's reflect, its replicate numpy's edge)."""
         _, h, w = x.shape
         ph, pw = (-h) % self.stride, (-w) % self.stride
         batch = np.ascontiguousarray(x, dtype=np.float32)[None]
@@ -185,11 +212,11 @@ class OnnxSegmenter:
             batch = np.pad(batch, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
         return batch
 
-    def _forward(self, x: np.ndarray, views: int | None = None) -> np.ndarray:
-        """Segmenter._forward: views 2k and 2k+1 are the image turned k times by 90°, as is and mirrored."""
-        views = views or self.views
+    def forward(self, x, views: int) -> np.ndarray:
+        """The 3xHxW maps averaged over `views` views: views 2k and 2k+1 are the image turned k times by 90°, as
+        is and mirrored (one batch of two)."""
         _, h, w = x.shape
-        batch = self._padded(x)
+        batch = self.padded(x)
         total = None
         for turns in range(max(1, views // 2)):
             turned = np.rot90(batch, turns, axes=(2, 3))
@@ -202,6 +229,30 @@ class OnnxSegmenter:
             probs = np.rot90(probs[0], -turns, axes=(1, 2))
             total = probs if total is None else total + probs
         return np.ascontiguousarray(total[:, :h, :w] / views, dtype=np.float32)
+
+    def style(self, x) -> np.ndarray:
+        return self.style_network.run(None, {"images": self.padded(x)})[0][0]
+
+
+class OnnxSegmenter(Inference):
+    """Segmenter's inference (predict, segment, scale_factor, factor_for, predict_part) from cached graphs."""
+
+    runtime = "onnx"
+
+    def __init__(self, record: dict, network, style_network, tile: int, views: int, overlap: int = OVERLAP):
+        self.version = record["version"]
+        self.stride = record["stride"]
+        self.diameter = record["diameter"]
+        self.size_model = SizeModel.from_dict(record["size_model"])
+        self.postprocess = PostprocessSettings.from_dict(record["postprocess"])
+        self.runner = OnnxRunner(network, self.stride, style_network)
+        self.tile, self.views, self.overlap = tile, views, overlap
+
+    def style(self, x: np.ndarray) -> np.ndarray:
+        return self.runner.style(x)
+
+    def _forward(self, x: np.ndarray, views: int | None = None) -> np.ndarray:
+        return self.runner.forward(x, views or self.views)
 
 
 def cached(weights: Path | None, tile: int, views: int, device: str | None, precision: str, runtime: str,

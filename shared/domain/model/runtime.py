@@ -1,10 +1,11 @@
 """Where the network's forward pass runs: PyTorch, or ONNX Runtime on CPUs without native bfloat16.
 
-The weights, the pre- and post-processing and the Segmenter are the same either way; only the call that
-turns a batch of images into logits differs. On a CPU with AVX-512 BF16 (or AMX) PyTorch's bfloat16
-convolutions are the fastest path (shared.domain.model.precision). Without those instructions the network runs in
-float32, where ONNX Runtime's CPU kernels are faster than PyTorch's: on a 2-core AVX2 EPYC, 0.83 s against
-1.24 s for a 1024x1024 image and 0.047 s against 0.067 s for 256x256. GPUs stay with PyTorch.
+The weights, the pre- and post-processing and the Segmenter are the same either way; only the code that runs
+the network over an image's views differs (shared.domain.model.segmenter.TorchRunner, or
+shared.domain.model.onnx_inference.OnnxRunner, which the torch-free OnnxSegmenter runs too). On a CPU with
+AVX-512 BF16 (or AMX) PyTorch's bfloat16 convolutions are the fastest path (shared.domain.model.precision).
+Without those instructions the network runs in float32, where ONNX Runtime's CPU kernels are faster than
+PyTorch's (bench/README.md, "Figures behind defaults"). GPUs stay with PyTorch.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,32 +41,22 @@ class TorchNetwork:
         return self.module(images.contiguous(memory_format=torch.channels_last))
 
 
-class OnnxNetwork:
-    """A PyTorch module exported to ONNX and run by ONNX Runtime on the CPU."""
-
-    def __init__(self, graph: bytes):
-        self.session = open_session(graph, torch.get_num_threads())  # as many as PyTorch was given (the worker sets it)
-
-    @classmethod
-    def cached(cls, build: Callable[[], nn.Module], in_channels: int, maps: bool = True,
-               cache_file: Path | None = None) -> "OnnxNetwork":
-        """The network `build()` makes, exported (`maps`: it returns maps the size of its input, else one vector
-        per image). Exporting costs more than the rest of a start-up, so with `cache_file` the graph is kept
-        there and read back next time; the caller names the file by everything the graph depends on."""
-        kept = graph_cache.read(cache_file) if cache_file is not None else None
-        if kept is not None:
-            try:
-                return cls(kept)
-            except Exception:  # a damaged or foreign file: export again and replace it
-                pass
-        graph = export_onnx(build(), in_channels, maps)
-        if cache_file is not None:
-            graph_cache.write(cache_file, graph)
-        return cls(graph)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        batch = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run(None, {"images": batch})[0])
+def onnx_session(build: Callable[[], nn.Module], in_channels: int, maps: bool = True, cache_file: Path | None = None):
+    """An ONNX Runtime session on the CPU for the network `build()` makes, exported (`maps`: it returns maps the
+    size of its input, else one vector per image), with as many threads as PyTorch was given (the worker sets
+    them). Exporting costs more than the rest of a start-up, so with `cache_file` the graph is kept there and
+    read back next time; the caller names the file by everything the graph depends on."""
+    threads = torch.get_num_threads()
+    kept = graph_cache.read(cache_file) if cache_file is not None else None
+    if kept is not None:
+        try:
+            return open_session(kept, threads)
+        except Exception:  # a damaged or foreign file: export again and replace it
+            pass
+    graph = export_onnx(build(), in_channels, maps)
+    if cache_file is not None:
+        graph_cache.write(cache_file, graph)
+    return open_session(graph, threads)
 
 
 def _prune(folder: Path, keep: int = graph_cache.KEPT) -> None:
@@ -78,8 +68,9 @@ def export_onnx(model: nn.Module, in_channels: int, maps: bool = True) -> bytes:
     graph = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of torch.export, which takes 25x longer (10 s)
-        # for this network and needs onnxscript; for a plain convolutional graph both give the same model.
+        # The TorchScript exporter is deprecated in favour of torch.export, which is much slower for this network
+        # (it would delay a worker's start) and needs onnxscript; for a plain convolutional graph both give the
+        # same model.
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(1, in_channels, 64, 64),), graph,
                           input_names=["images"], output_names=["logits"],

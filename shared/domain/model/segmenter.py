@@ -15,11 +15,9 @@ from shared.domain.model import graph_cache as graph_files
 from shared.domain.model import onnx_inference, scale, size
 from shared.domain.model import precision as mixed_precision
 from shared.domain.model import runtime as runtimes
-from shared.domain.model.prediction import Prediction
-from shared.domain.model.preprocess import normalize
 from shared.domain.model.weights_file import shipped_weights_path, sidecar_path, version_of, weights_digest
 from shared.domain.model.unet import UNet
-from shared.domain.segmentation.postprocess import PostprocessSettings, connected_components, instances
+from shared.domain.segmentation.postprocess import PostprocessSettings, connected_components
 
 CHECKPOINT_FORMAT = "nucleus-unet/1"
 
@@ -99,8 +97,56 @@ def fine_tuning_config(raw: bytes) -> dict:
     return found
 
 
-class Segmenter:
+class TorchRunner:
+    """The network, and its encoder once set, run by PyTorch over a normalised CxHxW image on `device`: padded to
+    the stride, seen in views, averaged. The torch twin of onnx_inference.OnnxRunner, for GPUs and bfloat16."""
+
+    def __init__(self, network: runtimes.TorchNetwork, stride: int, device: torch.device,
+                 amp_dtype: torch.dtype | None):
+        self.network, self.stride, self.style_network = network, stride, None
+        self.device, self.amp_dtype = device, amp_dtype
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """A CxHxW image as a batch of one on the device, its sides padded to a multiple of the network's stride."""
+        _, h, w = x.shape
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        batch = x[None]
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
+        return batch.to(self.device)
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor, views: int) -> np.ndarray:
+        _, h, w = x.shape
+        batch = self._padded(x)
+        total = None
+        # Views 2k and 2k+1 are the image turned k times by 90°, then as is and mirrored: one batch of two.
+        for turns in range(max(1, views // 2)):
+            turned = torch.rot90(batch, turns, dims=(2, 3))
+            if views > 1:
+                turned = torch.cat([turned, turned.flip(3)])
+            with mixed_precision.autocast(self.device, self.amp_dtype):
+                logits = self.network(turned)
+            probs = torch.sigmoid(logits.float())
+            if views > 1:
+                probs = probs[:1] + probs[1:].flip(3)
+            probs = torch.rot90(probs[0], -turns, dims=(1, 2))
+            total = probs if total is None else total + probs
+        return (total[:, :h, :w] / views).cpu().numpy()
+
+    def style(self, x: torch.Tensor) -> np.ndarray:
+        with mixed_precision.autocast(self.device, self.amp_dtype):
+            style = self.style_network(self._padded(x))
+        return style[0].float().cpu().numpy()
+
+
+class Segmenter(onnx_inference.Inference):
     """A trained network plus its post-processing. Thread-compatible, not thread-safe."""
+
+    # Images and maps go through the pipeline (onnx_inference.Inference) as torch tensors, resized by torch.
+    _array = staticmethod(torch.from_numpy)
+    _resize = staticmethod(scale.resize_maps)
 
     def __init__(self, weights: Path | str | bytes | None = None, device: str | None = None,
                  tile: int = DEFAULT_TILE, overlap: int = 64, precision: str = "auto", views: int = DEFAULT_VIEWS,
@@ -120,8 +166,10 @@ class Segmenter:
         self.runtime = runtimes.resolve(runtime, self.device, self.amp_dtype)
         self.unet = model.eval()
         self._graph_cache, self._weights_digest = graph_cache, weights_digest(raw)
-        self.network = self._compile(self.unet, kind="unet")
-        self._style_network = None  # the encoder alone, built when a size is first measured
+        network = self._compile(self.unet, kind="unet")
+        # The encoder alone (style_network) is built when a size is first measured.
+        self.runner = (onnx_inference.OnnxRunner(network, self.stride) if self.runtime == "onnx"
+                       else TorchRunner(network, self.stride, self.device, self.amp_dtype))
         self.postprocess = PostprocessSettings.from_dict(checkpoint.get("postprocess", {}))
         self.diameter = checkpoint.get("diameter")
         self.size_model = size.SizeModel.from_dict(checkpoint.get("size"))
@@ -160,114 +208,18 @@ class Segmenter:
             cache_file = None
             if self._graph_cache is not None:
                 cache_file = graph_files.graph_file(self._graph_cache, self._weights_digest, kind, maps)
-            return runtimes.OnnxNetwork.cached(lambda: fuse(module), self.unet.config["in_channels"], maps, cache_file)
+            return runtimes.onnx_session(lambda: fuse(module), self.unet.config["in_channels"], maps, cache_file)
         return runtimes.TorchNetwork(fuse(module), self.device)
-
-    def predict(self, image: np.ndarray, diameter: float | None = None) -> Prediction:
-        """`diameter`: the nuclei's median diameter in pixels when known, instead of measuring it."""
-        x = torch.from_numpy(normalize(image))
-        if diameter:
-            f, quick_look = scale.factor(diameter, self.diameter), None
-        else:
-            f, quick_look = self._measure(x)
-        if quick_look is not None:
-            return quick_look
-        return self._at_scale(x, f)
-
-    def _at_scale(self, x: torch.Tensor, f: float, tile: int | None = None) -> Prediction:
-        """The maps of a normalised image seen enlarged `f` times, at the image's own size."""
-        if f == 1.0:
-            return Prediction(*self._maps(x, tile))
-        height, width = x.shape[1:]
-        probs = self._maps(scale.resize_maps(x, scale.scaled_size(height, width, f)), tile)
-        return Prediction(*scale.resize_maps(torch.from_numpy(probs), (height, width)).numpy())
-
-    # --- one image in parts (shared.domain.segmentation.tiled): each part normalised and enlarged as the whole image would be ---
-
-    def factor_for(self, image: np.ndarray, intensity: tuple[float, float], diameter: float | None = None) -> float:
-        """The enlargement `predict` chooses for the whole of `image`, normalised only where it is measured (its
-        central window) with the whole image's `intensity` range (preprocess.intensity_range)."""
-        if diameter:
-            return scale.factor(diameter, self.diameter)
-        side = size.WINDOW if self.size_model is not None else min(size.WINDOW, self.tile)
-        height, width = image.shape[:2]
-        top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-        window = torch.from_numpy(normalize(image[top:top + side, left:left + side], intensity))
-        return self._measure(window)[0]
-
-    def predict_part(self, part: np.ndarray, intensity: tuple[float, float], f: float,
-                     tile: int | None = None) -> Prediction:
-        """The maps of a part of an image whose range is `intensity` and whose enlargement is `f` (factor_for),
-        the network run in tiles of at most `tile` pixels (default: the segmenter's)."""
-        return self._at_scale(torch.from_numpy(normalize(part, intensity)), f, tile)
-
-    def scale_factor(self, image: np.ndarray) -> float:
-        """How much `predict` enlarges this image so that its nuclei come out at the trained diameter."""
-        return self._measure(torch.from_numpy(normalize(image)))[0]
-
-    def _measure(self, x: torch.Tensor) -> tuple[float, Prediction | None]:
-        """The enlargement, from the median nucleus diameter the size model reads off the encoder; and, for
-        weights exported before size models, from a quick segmentation (one view, at most the central
-        size.WINDOW pixels square) of the image as it is, returned too when it already is the whole prediction."""
-        if not self.diameter:
-            return 1.0, None
-        if self.size_model is not None:
-            window = size.central_window(x)
-            if size.is_blank(window):
-                return 1.0, None
-            return scale.factor(self.size_model.diameter(self.style(window)), self.diameter), None
-        window = size.central_window(x, min(size.WINDOW, self.tile))
-        probs = self._forward(window, views=1)
-        labels = instances(*probs, self.postprocess)
-        f = scale.factor(scale.median_diameter(labels), self.diameter, largest=scale.MAX_INFERENCE_FACTOR)
-        complete = f == 1.0 and self.views == 1 and window.shape == x.shape
-        return f, (Prediction(*probs, labels=labels) if complete else None)
 
     @torch.inference_mode()
     def style(self, x: torch.Tensor) -> np.ndarray:
         """The encoder's summary of a normalised CxHxW image, which the size model reads (shared.domain.model.size)."""
-        if self._style_network is None:
-            self._style_network = self._compile(size.EncoderStyle(self.unet), kind="style", maps=False)
-        with mixed_precision.autocast(self.device, self.amp_dtype):
-            style = self._style_network(self._padded(x))
-        return style[0].float().cpu().numpy()
+        if self.runner.style_network is None:
+            self.runner.style_network = self._compile(size.EncoderStyle(self.unet), kind="style", maps=False)
+        return self.runner.style(x)
 
-    def _maps(self, x: torch.Tensor, tile: int | None = None) -> np.ndarray:
-        return onnx_inference.tiled_maps(x, tile or self.tile, self.overlap, self._forward)
-
-    def _padded(self, x: torch.Tensor) -> torch.Tensor:
-        """A CxHxW image as a batch of one on the device, its sides padded to a multiple of the network's stride."""
-        _, h, w = x.shape
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        batch = x[None]
-        if ph or pw:
-            mode = "reflect" if ph < h and pw < w else "replicate"
-            batch = F.pad(batch, (0, pw, 0, ph), mode=mode)
-        return batch.to(self.device)
-
-    @torch.inference_mode()
     def _forward(self, x: torch.Tensor, views: int | None = None) -> np.ndarray:
-        views = views or self.views
-        _, h, w = x.shape
-        batch = self._padded(x)
-        total = None
-        # Views 2k and 2k+1 are the image turned k times by 90°, then as is and mirrored: one batch of two.
-        for turns in range(max(1, views // 2)):
-            turned = torch.rot90(batch, turns, dims=(2, 3))
-            if views > 1:
-                turned = torch.cat([turned, turned.flip(3)])
-            with mixed_precision.autocast(self.device, self.amp_dtype):
-                logits = self.network(turned)
-            probs = torch.sigmoid(logits.float())
-            if views > 1:
-                probs = probs[:1] + probs[1:].flip(3)
-            probs = torch.rot90(probs[0], -turns, dims=(1, 2))
-            total = probs if total is None else total + probs
-        return (total[:, :h, :w] / views).cpu().numpy()
-
-    def segment(self, image: np.ndarray, diameter: float | None = None) -> np.ndarray:
-        p = self.predict(image, diameter)
-        return p.labels if p.labels is not None else instances(p.foreground, p.boundary, p.distance, self.postprocess)
+        return self.runner.forward(x, views or self.views)
 
     def segment_connected_components(self, image: np.ndarray) -> np.ndarray:
         p = self.predict(image)
