@@ -145,7 +145,7 @@ def segment(inputs: tuple[Path, ...], out: Path, recursive: bool, formats: tuple
         click.echo(f"no image could be read as asked; nothing segmented (summary in {out})", err=True)
         raise SystemExit(1)
 
-    from shared.domain.model.onnx_inference import load_segmenter
+    from shared.domain.model.loading import load_segmenter
 
     segmenter = load_segmenter(weights, settings, device=device)
     rows, failures = [], 0

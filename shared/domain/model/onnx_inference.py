@@ -6,8 +6,8 @@ process asking for the same weights with the same settings on the same machine l
 instead. Both segment through the code here: `Inference` (normalise, measure the nuclei's size, resize, tile,
 post-process) and, for the ONNX runtime, `OnnxRunner` (pad, turn and mirror the views, run the graph, average);
 only resizing differs (numpy's equivalent of torch's here), giving the same maps within float rounding and the
-same labels. Importing torch costs more than the rest of a small command; `load_segmenter` picks this path when it
-can and the torch one (which fills the cache) otherwise.
+same labels. Importing torch costs more than the rest of a small command, so `shared.domain.model.loading` picks
+this path when it can and the torch one (which fills the cache) otherwise.
 """
 from __future__ import annotations
 
@@ -280,16 +280,3 @@ def cached(weights: Path | None, tile: int, views: int, device: str | None, prec
     except Exception:  # a damaged graph: the torch path exports it again
         return None
     return OnnxSegmenter(record, *sessions, tile=tile, views=views)
-
-
-def load_segmenter(weights: Path | None, settings, device: str | None = None):
-    """The segmenter the NUCLEUS_* settings ask for: from the graph cache without torch when it can, else
-    shared.domain.model.segmenter.Segmenter."""
-    device = device or settings.device
-    found = cached(weights, settings.tile_size, settings.test_time_views, device, settings.precision,
-                   settings.runtime, settings.graph_cache_folder)
-    if found is not None:
-        return found
-    from shared.domain.model.segmenter import Segmenter
-
-    return Segmenter.from_settings(weights, settings, device=device)
