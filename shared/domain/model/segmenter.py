@@ -15,11 +15,10 @@ from shared.domain.model import graph_cache as graph_files
 from shared.domain.model import onnx_inference, scale, size
 from shared.domain.model import precision as mixed_precision
 from shared.domain.model import runtime as runtimes
-from shared.domain.model.weights_file import shipped_weights_path, sidecar_path, version_of, weights_digest
+from shared.domain.model.weights_file import (CHECKPOINT_FORMAT, shipped_weights_path, sidecar_path, version_of,
+                                               weights_digest)
 from shared.domain.model.unet import UNet
 from shared.domain.segmentation.postprocess import PostprocessSettings, connected_components
-
-CHECKPOINT_FORMAT = "nucleus-unet/1"
 
 
 def pick_device(name: str | None = None) -> torch.device:

@@ -1,11 +1,18 @@
-"""Weights files, without torch: where the shipped ones are, how a file's version is named, and the
-`.version` sidecar that lets processes without torch (the API) name weights without loading them."""
+"""Weights files, without torch: their format, where the shipped ones are, how a file's version is named, and the
+`.version` sidecar that lets processes without torch (the API) name weights without loading them.
+
+A weights file is a torch.save'd dict (read with weights_only=True): "format" (CHECKPOINT_FORMAT), "name" (the
+first half of the version), "config" (the UNet's shape), "state_dict" (half precision once exported),
+"postprocess", "diameter" (the nucleus size the network was trained to see, or None), "extra" (the training
+config and history), and, once exported with a size model, "size". shared.domain.model.segmenter writes and reads it.
+"""
 from __future__ import annotations
 
 import hashlib
 from importlib import resources
 from pathlib import Path
 
+CHECKPOINT_FORMAT = "nucleus-unet/1"
 SHIPPED_WEIGHTS = "nucleus-dsb2018.pt"
 VERSION_SIDECAR_SUFFIX = ".version"
 
