@@ -78,18 +78,10 @@ def serve(data_dir: Path):
 
 
 def browser(profile: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from testkit.browser import start_chromium
 
-    from tests.test_browser import CHROMEDRIVER, CHROMIUM, LAUNCH_FLAGS
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in LAUNCH_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={profile}")
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
-    driver.set_page_load_timeout(300)
+    driver = start_chromium(profile)
+    driver.set_page_load_timeout(300)  # a 4096x4096 label image loads for minutes on a loaded machine
     return driver
 
 

@@ -22,6 +22,7 @@ def start_chromium(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    profile.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in LAUNCH_FLAGS:
