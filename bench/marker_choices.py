@@ -9,10 +9,9 @@ import statistics
 import sys
 import time
 
-
 from sqlalchemy.orm import Session
 
-from bench.scale import MACHINE_PG, build
+from scale import MACHINE_PG, build  # bench/scale.py, beside this script
 from services.api.exports import measure_columns
 from services.api.queries import ResultFilters
 from services.api.web.marker_plots import MARKER_PREFIX, marker_choices
