@@ -9,22 +9,11 @@ export's query is EXPLAINed as the cursor it runs in (EXPLAIN DECLARE), which is
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 
-from testkit import servers
-from testkit.env import apply_settings, clear_shared_caches
+from testkit.explain import built_database, harness_on, plans, statements
 
 SCANNED = re.compile(r"Seq Scan on (images|results|nuclei)\b")
-
-
-def dispose(url: str) -> None:
-    """Close the pooled connections to `url` (before its database is dropped)."""
-    from shared.infra.db.session import get_engine
-
-    get_engine(url).dispose()
 
 
 @pytest.fixture(scope="module")
@@ -32,59 +21,21 @@ def database():
     """bench/scale.py's experiment of 200 images (1,000 nuclei) beside another of 20,000 images (100,000)."""
     from bench import scale
 
-    url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_indexes")
-    scale.build(url, images=200, nuclei=1_000, other_images=20_000)
-    yield url, scale
-    dispose(url)
-    servers.drop_database(url)
+    with built_database("nucleus_indexes",
+                        lambda url: scale.build(url, images=200, nuclei=1_000, other_images=20_000)) as url:
+        yield url, scale
 
 
 @pytest.fixture(scope="module")
 def harness(database, tmp_path_factory):
-    from testkit.api import ApiHarness
-
-    url, _scale = database
-    monkeypatch = pytest.MonkeyPatch()
-    yield ApiHarness(apply_settings(monkeypatch, tmp_path_factory.mktemp("data"), database_url=url))
-    dispose(url)
-    monkeypatch.undo()
-    clear_shared_caches()
+    with harness_on(database[0], tmp_path_factory.mktemp("data")) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
 def api(harness):
     client = harness.client("admin")
     return client.get
-
-
-@contextmanager
-def statements(url: str):
-    """The SELECTs sent on `url`'s engine meanwhile: (sql, parameters, streamed)."""
-    from shared.infra.db.session import get_engine
-
-    engine, seen = get_engine(url), []
-
-    def record(_conn, _cursor, statement, parameters, context, _many):
-        if statement.lstrip().upper().startswith("SELECT") and re.search(r"\b(images|nuclei)\b", statement):
-            seen.append((statement, parameters, bool(context.execution_options.get("stream_results"))))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
-def plans(url: str, seen) -> list[str]:
-    from shared.infra.db.session import get_engine
-
-    result = []
-    with get_engine(url).connect() as conn:
-        for statement, parameters, streamed in seen:
-            sql = f"EXPLAIN DECLARE explained CURSOR FOR {statement}" if streamed else f"EXPLAIN {statement}"
-            with conn.begin():
-                result.append("\n".join(row[0] for row in conn.exec_driver_sql(sql, parameters)))
-    return result
 
 
 def explain_request(database, api, path: str) -> list[str]:

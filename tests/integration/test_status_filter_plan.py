@@ -12,23 +12,13 @@ the shared buffers its statements touch (EXPLAIN ANALYZE, BUFFERS), which does n
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
-
 import pytest
-from sqlalchemy import event
 
-from testkit import servers
-from testkit.env import apply_settings, clear_shared_caches
+from testkit.explain import built_database, harness_on, plans, statements
 
 IMAGES = 20_000
 FAILED = IMAGES // 50  # bench/scale.py's status_of: one image in 50 failed
 BUFFERS = re.compile(r"Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?")
-
-
-def dispose(url: str) -> None:
-    from shared.infra.db.session import get_engine
-
-    get_engine(url).dispose()
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +26,15 @@ def database():
     """bench/scale.py's experiment of 20,000 images (one nucleus each) beside another of 200."""
     from bench import scale
 
-    url = servers.create_database(servers.MACHINE_PG, prefix="nucleus_status")
-    scale.build(url, images=IMAGES, nuclei=IMAGES, other_images=200)
-    yield url, scale
-    dispose(url)
-    servers.drop_database(url)
+    with built_database("nucleus_status",
+                        lambda url: scale.build(url, images=IMAGES, nuclei=IMAGES, other_images=200)) as url:
+        yield url, scale
 
 
 @pytest.fixture(scope="module")
 def harness(database, tmp_path_factory):
-    from testkit.api import ApiHarness
-
-    url, _scale = database
-    monkeypatch = pytest.MonkeyPatch()
-    yield ApiHarness(apply_settings(monkeypatch, tmp_path_factory.mktemp("data"), database_url=url))
-    dispose(url)
-    monkeypatch.undo()
-    clear_shared_caches()
+    with harness_on(database[0], tmp_path_factory.mktemp("data")) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")
@@ -62,39 +44,13 @@ def clients(database, harness):
     return harness.client("admin").get, scale.signed_in(harness.app, harness.token("admin")).get
 
 
-@contextmanager
-def statements(url: str):
-    """The SELECTs on images sent on `url`'s engine meanwhile: (sql, parameters)."""
-    from shared.infra.db.session import get_engine
-
-    engine, seen = get_engine(url), []
-
-    def record(_conn, _cursor, statement, parameters, _context, _many):
-        if statement.lstrip().upper().startswith("SELECT") and re.search(r"\bimages\b", statement):
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def explained(url: str, get, path: str, analyze: bool = False) -> list[str]:
     """The plans of the image-reading SELECTs that GET `path` sends (run with ANALYZE, BUFFERS when `analyze`)."""
-    from shared.infra.db.session import get_engine
-
-    with statements(url) as seen:
+    with statements(url, tables="images") as seen:
         response = get(path)
         assert response.status_code == 200, (path, response.status_code)
     assert seen, path
-    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
-    found = []
-    with get_engine(url).connect() as conn:
-        for statement, parameters in seen:
-            with conn.begin():
-                found.append("\n".join(row[0] for row in conn.exec_driver_sql(prefix + statement, parameters)))
-    return found
+    return plans(url, seen, analyze=analyze)
 
 
 def buffers(plan: str) -> int:
