@@ -14,12 +14,13 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from shared.domain.model.options import DEFAULT_VIEWS, RUNTIMES, VIEWS
-from shared.domain.datasets.labelled import default_dsb_dir, iter_labelled, validation_names
+from shared.domain.datasets.labelled import default_dsb_dir, iter_labelled, list_names, validation_names
 from shared.domain.evaluation import evaluate, format_table
 from shared.domain.model import precision as mixed_precision
 from shared.domain.model.precision import CHOICES
@@ -49,11 +50,11 @@ def main() -> int:
                         help="flips/turns averaged by the network (test-time augmentation)")
     parser.add_argument("--compare-views", type=int, nargs="*", default=[2, 8], choices=VIEWS,
                         help="also score the model with these numbers of views")
-    parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
+    parser.add_argument("--data", default=None, help="DSB2018 folder (default: in $NUCLEUS_DATA_ROOT)")
     parser.add_argument("--limit", type=int, default=0,
                         help="only the first N validation images (and of each test split)")
     parser.add_argument("--kromp", default=None,
-                        help="Kromp S-BSST265 folder (default ../shared/data/kromp-sbsst265); 'none': skip it")
+                        help="Kromp S-BSST265 folder (default: in $NUCLEUS_DATA_ROOT); 'none': skip it")
     parser.add_argument("--nuinsseg", default=None,
                         help="NuInsSeg in YOLO layout (docs/DATA_CARD.md): also score its test split, H&E tissue")
     parser.add_argument("--threads", type=int, default=0)
@@ -64,8 +65,10 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    names = validation_names()[: args.limit or None]
-    items = list(iter_labelled(args.data or default_dsb_dir(), names))
+    root = Path(args.data or default_dsb_dir())
+    present = set(list_names(root))  # every name in the full set; a few in the tests' subset
+    names = [name for name in validation_names() if name in present][: args.limit or None]
+    items = list(iter_labelled(root, names))
     segmenter = Segmenter(args.weights, precision=args.precision, views=args.views, runtime=args.runtime)
     segmenter.segment(items[0].image)  # warm-up: first call pays for allocations
     methods = {

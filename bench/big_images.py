@@ -3,8 +3,9 @@
 
     .venv/bin/python bench/big_images.py [--megapixels 16 67 250] [--region 2048]
 
-Each size is a square grey mosaic of real DSB2018 fluorescence images (../shared/data), written as an
-uncompressed TIFF; a fresh child process then does what a worker does with it: decode it (shared.domain.imaging.reading),
+Each size is a square grey mosaic of real DSB2018 fluorescence images (under $NUCLEUS_DATA_ROOT, default
+../shared/data), written as an uncompressed TIFF; a fresh child process then does what a worker does with it:
+decode it (shared.domain.imaging.reading),
 segment and measure it (shared.domain.segmentation.tiled.segment_and_measure, whole or in regions by NUCLEUS_WHOLE_IMAGE_MAX_PIXELS),
 write the label TIFF, the overlay PNG and the nuclei CSV. Peak memory is the child's VmHWM (resident high-water
 mark), after loading the model and at the end; `estimate` is what the API would reckon (shared.domain.segmentation.tiled). Settings
@@ -23,9 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO.parent / "shared" / "data" / "dsb2018-stage1-train" / "images"
-
 
 def vm_hwm() -> int:
     """This process's resident high-water mark, in bytes."""
@@ -35,10 +33,13 @@ def vm_hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def mosaic(side: int, images: Path = IMAGES, seed: int = 0) -> np.ndarray:
+def mosaic(side: int, images: Path | None = None, seed: int = 0) -> np.ndarray:
     """A side x side uint8 mosaic of 256x256 fluorescence images (dark background), placed at random."""
     from PIL import Image
 
+    from shared.domain.datasets.labelled import default_dsb_dir
+
+    images = images or default_dsb_dir() / "images"
     pieces = []
     for path in sorted(images.iterdir()):
         picture = np.asarray(Image.open(path / "images" / f"{path.name}.png") if path.is_dir() else Image.open(path))

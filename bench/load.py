@@ -41,6 +41,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 
+from shared.domain.datasets.labelled import default_dsb_dir
 from testkit.crops import crops, fixed_size_crop
 from testkit.http import Client
 
@@ -200,7 +201,7 @@ def run_load(target: Target, label: str, workers: int, n: int, concurrency: int,
     client = Client(target.url, target.token, timeout=120)
     experiment = f"load-{uuid.uuid4().hex[:8]}"
     client.create_experiment(experiment).raise_for_status()
-    items = crops(n, seed=seed)
+    items = crops(n, seed=seed, root=default_dsb_dir())
     result = RunResult(label, workers, n)
     stop = threading.Event()
     t_start = time.time()
@@ -250,7 +251,7 @@ def measure_overhead(target: Target, workers: int, rounds: int) -> dict:
     from shared.domain.model.segmenter import Segmenter
 
     client = Client(target.url, target.token, timeout=120)
-    name, data = fixed_size_crop(512)
+    name, data = fixed_size_crop(512, root=default_dsb_dir())
     threads = max(1, (os.cpu_count() or 1) // workers)
     torch.set_num_threads(threads)
     segmenter = Segmenter()

@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
                         help="flips/turns averaged by the network (test-time augmentation)")
-    parser.add_argument("--data", default=None, help="DSB2018 folder (default ../shared/data/dsb2018-stage1-train)")
+    parser.add_argument("--data", default=None, help="DSB2018 folder (default: in $NUCLEUS_DATA_ROOT)")
     parser.add_argument("--images", type=int, default=80, help="training images to tune on (a fixed random draw)")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes scoring the grid")

@@ -1,4 +1,5 @@
-"""Distinct, realistic upload bytes for volume runs: random crops of real DSB2018 images."""
+"""Distinct, realistic upload bytes for volume runs: random crops of real DSB2018 images (by default the test
+subset, testkit.data.dsb_dir(); bench/ passes the full set's folder as `root`)."""
 from __future__ import annotations
 
 import io
@@ -25,13 +26,14 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def crops(n: int, seed: int = 0, min_side: int = 64, max_side: int = 256) -> list[tuple[str, bytes]]:
+def crops(n: int, seed: int = 0, min_side: int = 64, max_side: int = 256,
+          root: Path | None = None) -> list[tuple[str, bytes]]:
     """`n` (filename, PNG bytes) pairs, each a crop of min_side..max_side pixels at a random offset of a
     real fluorescence image (the kind most DSB images are). Distinct bytes: none is a duplicate upload."""
     from testkit.data import load_index
 
     rng = random.Random(seed)
-    sources = [s for s in load_index() if s.kind == "fluorescence" and min(s.width, s.height) >= min_side]
+    sources = [s for s in load_index(root) if s.kind == "fluorescence" and min(s.width, s.height) >= min_side]
     sources.sort(key=lambda s: s.image_id)
     out, seen = [], set()
     while len(out) < n:
@@ -49,12 +51,12 @@ def crops(n: int, seed: int = 0, min_side: int = 64, max_side: int = 256) -> lis
     return out
 
 
-def fixed_size_crop(side: int = 512, seed: int = 0) -> tuple[str, bytes]:
+def fixed_size_crop(side: int = 512, seed: int = 0, root: Path | None = None) -> tuple[str, bytes]:
     """One side x side crop (the overhead measurement's image), from a fluorescence image large enough."""
     from testkit.data import load_index
 
     rng = random.Random(seed)
-    sources = sorted((s for s in load_index() if s.kind == "fluorescence" and min(s.width, s.height) >= side),
+    sources = sorted((s for s in load_index(root) if s.kind == "fluorescence" and min(s.width, s.height) >= side),
                      key=lambda s: s.image_id)
     sample = rng.choice(sources)
     pixels = _pixels(sample.path)

@@ -1,7 +1,9 @@
 """Fixtures for every test: real PostgreSQL, Redis and S3 (moto) on loopback, the embedded stack
-(`nucleus up`), real DSB2018 images. Nothing is mocked; a missing server is started, never skipped."""
+(`nucleus up`), real DSB2018 images (the subset in tests/data). Nothing is mocked; a missing server is started,
+never skipped."""
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -12,6 +14,10 @@ from testkit.env import apply_settings, clear_shared_caches, service_env  # noqa
 from testkit.http import Client
 from testkit.proxy import TcpProxy
 from testkit.stack import EmbeddedStack
+
+# Whatever finds data through default_data_root() (trainers' base sets, the CLI, bench scripts run by tests), in
+# this process and in the services it starts, sees the committed subset, never the full sets beside the checkout.
+os.environ["NUCLEUS_DATA_ROOT"] = str(data.DATA_ROOT)
 
 
 def _require(name: str, port: int) -> None:

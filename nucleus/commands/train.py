@@ -31,7 +31,8 @@ def step_options(at: str, event: str, value: str, value_type: type, value_help: 
 
 @click.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Labelled set (default: ../shared/data/dsb2018-stage1-train; its fixed validation split is held out).")
+              help="Labelled set (default: dsb2018-stage1-train under $NUCLEUS_DATA_ROOT, else ../shared/data; "
+                   "its fixed validation split is held out).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/dsb2018"), show_default=True,
               help="Run folder: last.pt (resume point), best.pt, model.pt, history.json, curves.png, train.log.")
 @click.option("--steps", type=int, default=DEFAULTS.steps, show_default=True)

@@ -1,8 +1,8 @@
 """The base training set and the fixed validation split that a training run mixes with user labels.
 
-They come from a folder on this machine when there is one (NUCLEUS_TRAINING_BASE_DIR, or ../shared/data beside
-a checkout), else from the copy `nucleus dataset import` stored in the object store, which a pip or docker
-deployment has instead. In the object store, under datasets/<name>/:
+They come from a folder on this machine when there is one (NUCLEUS_TRAINING_BASE_DIR, or the DSB folder under
+NUCLEUS_DATA_ROOT, default ../shared/data beside a checkout), else from the copy `nucleus dataset import` stored
+in the object store, which a pip or docker deployment has instead. In the object store, under datasets/<name>/:
 
 - images/<file>, labels/<file>: each image and its label image (a competition-layout set is stored with its
   per-nucleus masks turned into one label TIFF);

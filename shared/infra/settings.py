@@ -70,12 +70,13 @@ class Settings(BaseSettings):
     training_crop: int = 224
     training_batch: int = 8
     training_lr: float = 5e-4
-    training_base_dir: Path | None = None  # labelled base set; default: ../shared/data/dsb2018-stage1-train if present
+    # labelled base set; default: default_dsb_dir() ($NUCLEUS_DATA_ROOT, else ../shared/data)/dsb2018-stage1-train
+    training_base_dir: Path | None = None
     training_base_limit: int = 0  # 0: every base image
     training_validation_limit: int = 0  # 0: the whole fixed validation split
     training_user_share: float = 0.5  # share of training samples drawn from user labels
     training_freeze: str = "none"  # one of shared.domain.training.loop.FREEZE_CHOICES: "none" | "encoder"
-    # Without training_base_dir or ../shared/data, the base set `nucleus dataset import` stored in the object
+    # Without training_base_dir or a local DSB folder, the base set `nucleus dataset import` stored in the object
     # store under this name, copied once into training_cache_dir (default: <data_dir>/cache/datasets).
     training_base_set: str = "base"
     training_cache_dir: Path | None = None

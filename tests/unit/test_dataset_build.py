@@ -15,6 +15,7 @@ from PIL import Image
 from nucleus.cli import main
 from shared.domain.datasets.labelled import default_data_root, iter_labelled, training_names, validation_names
 from shared.domain.datasets.sources import KROMP_DIRNAME, iter_kromp, kromp_images
+from testkit import data
 
 DESCRIPTION_HEADER = ("Image_Name;Diagnosis;Preparation;Train-/Testset split;Testset class;Magnification;Modality;"
                       "Device;Software;Mean BG signal;Mean FG signal;Signal/Noise;S/N Class")
@@ -104,7 +105,7 @@ def real_kromp_subset(tmp_path):
     """Two train and two test images of the real Kromp set (links) with their rows of image_description.csv."""
     real = default_data_root() / KROMP_DIRNAME
     if not real.exists():
-        pytest.skip("Kromp S-BSST265 not under ../shared/data")
+        pytest.skip("needs the Kromp S-BSST265 set: tests/data commits only a DSB2018 subset")
     images = kromp_images(real)
     chosen = [im for im in images if im.split == "train"][:2] + [im for im in images if im.split == "test"][:2]
     root = tmp_path / "kromp"
@@ -121,7 +122,7 @@ def real_kromp_subset(tmp_path):
 
 def test_build_from_real_files(real_kromp_subset, tmp_path):
     kromp, chosen = real_kromp_subset
-    dsb = default_data_root() / "dsb2018-stage1-train"
+    dsb = data.dsb_dir()
     few = tmp_path / "dsb"
     for sub in ("images", "labels"):
         (few / sub).mkdir(parents=True)
@@ -151,7 +152,7 @@ def test_build_from_real_files(real_kromp_subset, tmp_path):
 def test_kromp_split_and_classes_come_from_its_description():
     real = default_data_root() / KROMP_DIRNAME
     if not real.exists():
-        pytest.skip("Kromp S-BSST265 not under ../shared/data")
+        pytest.skip("needs the Kromp S-BSST265 set: tests/data commits only a DSB2018 subset")
     images = kromp_images(real)
     assert sum(im.split == "train" for im in images) == 42 and sum(im.split == "test" for im in images) == 37
     assert all(im.test_class == "-" for im in images if im.split == "train")
