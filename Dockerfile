@@ -14,6 +14,8 @@ COPY shared ./shared
 COPY services ./services
 COPY nucleus ./nucleus
 COPY migrations ./migrations
+# testkit: the test servers and helpers that tests and bench/ import; installed with the rest, never imported by a service
+COPY testkit ./testkit
 RUN pip install . && nucleus --help >/dev/null
 
 USER nucleus

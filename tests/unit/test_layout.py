@@ -24,8 +24,8 @@ def _module_files() -> dict[str, Path]:
 MODULES = _module_files()
 
 
-def _imports(path: Path) -> set[str]:
-    """The project modules a file imports, anywhere in it (a `from a import b` of a submodule counts as a.b)."""
+def _named(path: Path) -> set[str]:
+    """Every module name a file imports, anywhere in it (a `from a import b` also names a.b)."""
     named = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -33,8 +33,13 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             named.add(node.module)
             named.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return named
+
+
+def _imports(path: Path) -> set[str]:
+    """The project modules a file imports, anywhere in it."""
     modules = set()
-    for name in named:
+    for name in _named(path):
         while name and name not in MODULES:
             name = name.rpartition(".")[0]
         if name:
@@ -58,6 +63,12 @@ def test_the_domain_imports_no_plumbing_and_no_adapter():
 
 def test_the_library_imports_no_service_and_no_command():
     assert _offenders("shared", ("services", "nucleus")) == []
+
+
+def test_the_product_never_imports_the_test_kit():
+    found = sorted(f"{module} imports {name}" for module, path in MODULES.items() for name in _named(path)
+                   if name.split(".")[0] in ("testkit", "tests", "pytest"))
+    assert found == []
 
 
 @pytest.mark.parametrize("service", sorted({m.split(".")[1] for m in MODULES if m.count(".") >= 1
