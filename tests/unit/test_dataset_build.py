@@ -103,9 +103,7 @@ def test_build_refuses_clashing_names_a_used_folder_and_unknown_sources(fake_sou
 @pytest.fixture
 def real_kromp_subset(tmp_path):
     """Two train and two test images of the real Kromp set (links) with their rows of image_description.csv."""
-    real = default_data_root() / KROMP_DIRNAME
-    if not real.exists():
-        pytest.skip("needs the Kromp S-BSST265 set: tests/data commits only a DSB2018 subset")
+    real = default_data_root() / KROMP_DIRNAME  # tests/data's subset of it
     images = kromp_images(real)
     chosen = [im for im in images if im.split == "train"][:2] + [im for im in images if im.split == "test"][:2]
     root = tmp_path / "kromp"
@@ -150,14 +148,16 @@ def test_build_from_real_files(real_kromp_subset, tmp_path):
 
 
 def test_kromp_split_and_classes_come_from_its_description():
-    real = default_data_root() / KROMP_DIRNAME
-    if not real.exists():
-        pytest.skip("needs the Kromp S-BSST265 set: tests/data commits only a DSB2018 subset")
-    images = kromp_images(real)
-    assert sum(im.split == "train" for im in images) == 42 and sum(im.split == "test" for im in images) == 37
-    assert all(im.test_class == "-" for im in images if im.split == "train")
-    first = next(iter_kromp(real, "test", limit=1))
-    assert first.kind == next(im.test_class for im in images if im.split == "test")
+    images = kromp_images(default_data_root() / KROMP_DIRNAME)  # tests/data's subset: its README lists the rows
+    assert [(im.name, im.split, im.test_class, im.magnification) for im in images] == [
+        ("Ganglioneuroblastoma_0", "train", "-", "20x"), ("Ganglioneuroblastoma_1", "train", "-", "20x"),
+        ("Ganglioneuroblastoma_10", "test", "GNB-II", "63x"), ("Ganglioneuroblastoma_4", "test", "GNB-I", "20x")]
+    assert images[2].snr == 3.6 and images[3].modality == "FM"
+    test = list(iter_kromp(default_data_root() / KROMP_DIRNAME, "test"))
+    assert [(im.name, im.kind, int(im.labels.max())) for im in test] == [
+        ("Ganglioneuroblastoma_10", "GNB-II", 9), ("Ganglioneuroblastoma_4", "GNB-I", 40)]
+    train = next(iter_kromp(default_data_root() / KROMP_DIRNAME, "train", limit=1))
+    assert train.kind == "fluorescence" and train.image.shape[:2] == (320, 320)
 
 
 def test_yolo_polygons_become_instance_labels():
