@@ -2,10 +2,11 @@
 connected components instead of instance separation, the classical threshold+watershed baseline, and the
 shipped model with fewer and more test-time views. Then out of source: the same split by image type beside the
 Kromp fluorescence set's test split by its test class (images from labs the model never saw), shipped model and
-classical baseline side by side.
+classical baseline side by side, and with --against a second weights file beside them (a candidate against the
+shipped one, scored by the same code on the same images in one run).
 
-    .venv/bin/python bench/accuracy.py [--weights PATH] [--limit N] [--kromp DIR | --kromp none] [--nuinsseg DIR]
-        [--json OUT]
+    .venv/bin/python bench/accuracy.py [--weights PATH] [--against PATH] [--limit N] [--kromp DIR | --kromp none]
+        [--nuinsseg DIR] [--json OUT]
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def cpu_name() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--against", default=None,
+                        help="a second weights file scored on every split beside --weights (column C)")
     parser.add_argument("--views", type=int, default=DEFAULT_VIEWS, choices=VIEWS,
                         help="flips/turns averaged by the network (test-time augmentation)")
     parser.add_argument("--compare-views", type=int, nargs="*", default=[2, 8], choices=VIEWS,
@@ -76,6 +79,13 @@ def main() -> int:
         "U-Net + connected components": segmenter.segment_connected_components,
         "classical threshold + watershed": classical,
     }
+    against = None
+    if args.against:
+        other = Segmenter(args.against, precision=args.precision, views=args.views, runtime=args.runtime)
+        against = f"U-Net + seeded watershed ({other.version}, {args.views} view{'s' * (args.views > 1)})"
+        if against in methods:
+            parser.error(f"--against {args.against} is the same weights as --weights ({other.version})")
+        methods[against] = other.segment
     # What more test-time views buy: the same model seeing each image also mirrored, and in all eight flips and turns.
     for views in args.compare_views:
         if views != args.views:
@@ -97,30 +107,32 @@ def main() -> int:
     print(format_table({k: v for k, v in first.items() if k != "all"}, "image type"))
     print()
     shipped, baseline = next(iter(results)), "classical threshold + watershed"
-    out_of_source = {f"DSB2018 validation, {kind}": {m: results[m][kind] for m in (shipped, baseline)}
+    columns = {"A": shipped, "B": baseline} | ({"C": against} if against else {})
+    out_of_source = {f"DSB2018 validation, {kind}": {m: results[m][kind] for m in columns.values()}
                      for kind in first}
     if args.kromp != "none":
         kromp = list(iter_kromp(args.kromp or default_kromp_dir(), "test", limit=args.limit))
         kromp_results = {}
-        for title, fn in ((shipped, segmenter.segment), (baseline, classical)):
+        for title in columns.values():
             bar = tqdm(total=len(kromp), desc=f"Kromp test: {title[:28]}", file=sys.stderr)
-            _, kromp_results[title] = evaluate(fn, kromp, progress=lambda _: bar.update())
+            _, kromp_results[title] = evaluate(methods[title], kromp, progress=lambda _: bar.update())
             bar.close()
         for kind in kromp_results[shipped]:
-            out_of_source[f"Kromp test, {kind}"] = {m: kromp_results[m][kind] for m in (shipped, baseline)}
+            out_of_source[f"Kromp test, {kind}"] = {m: kromp_results[m][kind] for m in columns.values()}
         results["kromp-test"] = kromp_results
     if args.nuinsseg:
         tissue = list(iter_nuinsseg_yolo(args.nuinsseg, "test", limit=args.limit))
-        for title, fn in ((shipped, segmenter.segment), (baseline, classical)):
+        for title in columns.values():
             bar = tqdm(total=len(tissue), desc=f"NuInsSeg test: {title[:26]}", file=sys.stderr)
-            _, summary = evaluate(fn, tissue, progress=lambda _: bar.update())
+            _, summary = evaluate(methods[title], tissue, progress=lambda _: bar.update())
             bar.close()
             results.setdefault("nuinsseg-test", {})[title] = summary
         out_of_source["NuInsSeg test (H&E tissue, 31 organs), all"] = {
-            m: results["nuinsseg-test"][m]["all"] for m in (shipped, baseline)}
+            m: results["nuinsseg-test"][m]["all"] for m in columns.values()}
     print()
-    print(f"out of source (A: {shipped}; B: {baseline}); Kromp test classes as the dataset names them:")
-    print(side_by_side(out_of_source, {"A": shipped, "B": baseline}))
+    named = "; ".join(f"{label}: {title}" for label, title in columns.items())
+    print(f"out of source ({named}); Kromp test classes as the dataset names them:")
+    print(side_by_side(out_of_source, columns))
     print()
     print(speed_table(segmenter))
     if args.json:

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from shared.domain.model.segmenter import weights_version
+from testkit.weights import shipped_weights
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,13 +17,19 @@ def run_script(*args: str) -> str:
     return proc.stdout
 
 
-def test_accuracy_prints_the_methods_and_speed():
-    out = run_script("bench/accuracy.py", "--limit", "2", "--compare-views", "2")
+def test_accuracy_prints_the_methods_and_speed(tmp_path):
+    candidate = tmp_path / "unresized.pt"  # another weights file (another version) to score against the shipped one
+    candidate.write_bytes(shipped_weights(diameter=None))
+    out = run_script("bench/accuracy.py", "--limit", "2", "--compare-views", "2", "--against", str(candidate))
     for method in ("seeded watershed", "connected components", "classical threshold", "seeded watershed, 2 views"):
         assert re.search(method + r".*\s0\.\d{3}\s", out), out
-    # The out-of-source table: tests/data's two Kromp test images, by their test class, beside the DSB split.
+    # The out-of-source table: tests/data's two Kromp test images, by their test class, beside the DSB split, for
+    # the shipped model (A), the classical baseline (B) and the other weights (C).
+    version = weights_version(candidate.read_bytes())
+    assert re.search(r"C: U-Net \+ seeded watershed \(" + version, out), out
+    assert re.search(r"A AP@0.5\s+B AP@0.5\s+C AP@0.5\s+A DSB", out), out
     for group in ("DSB2018 validation, all", "Kromp test, GNB-I", "Kromp test, GNB-II", "Kromp test, all"):
-        assert re.search(re.escape(group) + r"\s+\d+\s+[01]\.\d{3}\s+[01]\.\d{3}\s", out), out
+        assert re.search(re.escape(group) + r"\s+\d+(\s+[01]\.\d{3}){3}\s", out), out
     assert re.search(r"256x256: median \d+\.\d{3} s", out), out
 
 
