@@ -6,7 +6,7 @@ classical baseline side by side, and with --against a second weights file beside
 shipped one, scored by the same code on the same images in one run).
 
     .venv/bin/python bench/accuracy.py [--weights PATH] [--against PATH] [--limit N] [--kromp DIR | --kromp none]
-        [--nuinsseg DIR] [--json OUT]
+        [--nuinsseg DIR] [--json OUT] [--plot OUT.png]
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--precision", default="auto", choices=CHOICES)
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES)
     parser.add_argument("--json", default=None, help="also write all numbers here")
+    parser.add_argument("--plot", default=None, help="also draw the out-of-source table here (PNG)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,6 +134,8 @@ def main() -> int:
     named = "; ".join(f"{label}: {title}" for label, title in columns.items())
     print(f"out of source ({named}); Kromp test classes as the dataset names them:")
     print(side_by_side(out_of_source, columns))
+    if args.plot:
+        plot_side_by_side(out_of_source, columns, Path(args.plot))
     print()
     print(speed_table(segmenter))
     if args.json:
@@ -162,6 +165,37 @@ def side_by_side(groups: dict[str, dict[str, dict]], methods: dict[str, str]) ->
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+def plot_side_by_side(groups: dict[str, dict[str, dict]], methods: dict[str, str], path: Path) -> None:
+    """The out-of-source table as two bar charts, one bar per method in each group: AP@0.5 and median count
+    error, the two figures users read first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(groups)
+    y = np.arange(len(names))
+    height = 0.8 / len(methods)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.32 * len(names)), sharey=True)
+    for ax, key, label in ((axes[0], "ap50", "AP@0.5 (higher is better)"),
+                           (axes[1], "count_error_median", "median count error (lower is better)")):
+        for i, (short, title) in enumerate(methods.items()):
+            values = [groups[g].get(title, {}).get(key, np.nan) for g in names]
+            ax.barh(y + (i - (len(methods) - 1) / 2) * height, values, height, label=f"{short}: {title[:60]}")
+        ax.set_xlabel(label)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_xlim(0, 1)
+    axes[0].set_yticks(y, [f"{g} ({next(iter(groups[g].values())).get('images', '')})" for g in names])
+    axes[0].invert_yaxis()
+    axes[1].xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=1, fontsize="small",
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
 
 
 def speed_table(segmenter: Segmenter, repeats: int = 3, per_size: int = 6) -> str:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from shared.domain.model.segmenter import weights_version
 from testkit.weights import shipped_weights
 
@@ -20,7 +22,9 @@ def run_script(*args: str) -> str:
 def test_accuracy_prints_the_methods_and_speed(tmp_path):
     candidate = tmp_path / "unresized.pt"  # another weights file (another version) to score against the shipped one
     candidate.write_bytes(shipped_weights(diameter=None))
-    out = run_script("bench/accuracy.py", "--limit", "2", "--compare-views", "2", "--against", str(candidate))
+    plot = tmp_path / "out-of-source.png"
+    out = run_script("bench/accuracy.py", "--limit", "2", "--compare-views", "2", "--against", str(candidate),
+                     "--plot", str(plot))
     for method in ("seeded watershed", "connected components", "classical threshold", "seeded watershed, 2 views"):
         assert re.search(method + r".*\s0\.\d{3}\s", out), out
     # The out-of-source table: tests/data's two Kromp test images, by their test class, beside the DSB split, for
@@ -31,6 +35,8 @@ def test_accuracy_prints_the_methods_and_speed(tmp_path):
     for group in ("DSB2018 validation, all", "Kromp test, GNB-I", "Kromp test, GNB-II", "Kromp test, all"):
         assert re.search(re.escape(group) + r"\s+\d+(\s+[01]\.\d{3}){3}\s", out), out
     assert re.search(r"256x256: median \d+\.\d{3} s", out), out
+    with Image.open(plot) as drawn:  # one row of bars per group of the table: 4 DSB types + 3 Kromp rows
+        assert drawn.format == "PNG" and drawn.width > 800 and drawn.height > 300
 
 
 def test_tune_postprocess_ranks_the_grid_on_training_images():
