@@ -29,9 +29,16 @@ def test_auto_uses_bfloat16_only_where_the_cpu_has_the_instructions():
 
 
 def test_bfloat16_and_float32_find_the_same_nuclei(dsb_samples):
+    # bfloat16 moves the maps by a few thousandths; where a seed or an object sits right at a threshold, that can
+    # split, merge or drop one nucleus: one in 10-16 is an AP of 0.93 on that image. So: nearly equal maps, counts
+    # within one nucleus on each image, and the nuclei matching at 0.95 AP over the four images.
     full, mixed = Segmenter(precision="fp32"), Segmenter(precision="bf16")
-    for sample in dsb_samples[:2]:
+    agreement = []
+    for sample in dsb_samples:
         image = read_image(sample.path)
         a, b = full.predict(image), mixed.predict(image)
         assert np.abs(a.foreground - b.foreground).mean() < 0.01
-        assert average_precision(full.segment(image), mixed.segment(image), 0.5) > 0.95
+        labels_full, labels_mixed = full.segment(image), mixed.segment(image)
+        assert abs(int(labels_full.max()) - int(labels_mixed.max())) <= 1
+        agreement.append(average_precision(labels_full, labels_mixed, 0.5))
+    assert np.mean(agreement) > 0.95, agreement
