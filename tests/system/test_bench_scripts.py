@@ -35,7 +35,7 @@ def test_accuracy_prints_the_methods_and_speed(tmp_path):
     for group in ("DSB2018 validation, all", "Kromp test, GNB-I", "Kromp test, GNB-II", "Kromp test, all"):
         assert re.search(re.escape(group) + r"\s+\d+(\s+[01]\.\d{3}){3}\s", out), out
     assert re.search(r"256x256: median \d+\.\d{3} s", out), out
-    with Image.open(plot) as drawn:  # one row of bars per group of the table: 4 DSB types + 3 Kromp rows
+    with Image.open(plot) as drawn:  # the out-of-source table drawn as bar charts
         assert drawn.format == "PNG" and drawn.width > 800 and drawn.height > 300
 
 

@@ -101,21 +101,10 @@ def test_build_refuses_clashing_names_a_used_folder_and_unknown_sources(fake_sou
 
 
 @pytest.fixture
-def real_kromp_subset(tmp_path):
-    """Two train and two test images of the real Kromp set (links) with their rows of image_description.csv."""
-    real = default_data_root() / KROMP_DIRNAME  # tests/data's subset of it
-    images = kromp_images(real)
-    chosen = [im for im in images if im.split == "train"][:2] + [im for im in images if im.split == "test"][:2]
-    root = tmp_path / "kromp"
-    for sub in ("images", "labels"):
-        (root / sub).mkdir(parents=True)
-        for im in chosen:
-            (root / sub / f"{im.name}.png").symlink_to(real / sub / f"{im.name}.png")
-    lines = (real / "image_description.csv").read_text(encoding="utf-8-sig").splitlines()
-    wanted = {im.name for im in chosen}
-    (root / "image_description.csv").write_text(
-        "\n".join([lines[0]] + [line for line in lines[1:] if line.split(";")[0] in wanted]) + "\n")
-    return root, chosen
+def real_kromp_subset():
+    """tests/data's Kromp subset (two train and two test images of the real set, cut) and its description rows."""
+    root = default_data_root() / KROMP_DIRNAME
+    return root, kromp_images(root)
 
 
 def test_build_from_real_files(real_kromp_subset, tmp_path):
@@ -148,15 +137,16 @@ def test_build_from_real_files(real_kromp_subset, tmp_path):
 
 
 def test_kromp_split_and_classes_come_from_its_description():
-    images = kromp_images(default_data_root() / KROMP_DIRNAME)  # tests/data's subset: its README lists the rows
+    kromp = default_data_root() / KROMP_DIRNAME  # tests/data's subset: its README lists the rows
+    images = kromp_images(kromp)
     assert [(im.name, im.split, im.test_class, im.magnification) for im in images] == [
         ("Ganglioneuroblastoma_0", "train", "-", "20x"), ("Ganglioneuroblastoma_1", "train", "-", "20x"),
         ("Ganglioneuroblastoma_10", "test", "GNB-II", "63x"), ("Ganglioneuroblastoma_4", "test", "GNB-I", "20x")]
     assert images[2].snr == 3.6 and images[3].modality == "FM"
-    test = list(iter_kromp(default_data_root() / KROMP_DIRNAME, "test"))
+    test = list(iter_kromp(kromp, "test"))
     assert [(im.name, im.kind, int(im.labels.max())) for im in test] == [
         ("Ganglioneuroblastoma_10", "GNB-II", 9), ("Ganglioneuroblastoma_4", "GNB-I", 40)]
-    train = next(iter_kromp(default_data_root() / KROMP_DIRNAME, "train", limit=1))
+    train = next(iter_kromp(kromp, "train", limit=1))
     assert train.kind == "fluorescence" and train.image.shape[:2] == (320, 320)
 
 
